@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Train and evaluate; the built-in demo by default.
+#
+#   bash run.sh                 set up .venv, build + preprocess the demo set, train CTEN on it, evaluate
+#   bash run.sh mbt             the same with the MART backbone (MBT)
+#   bash run.sh test            set up .venv and run the test suite
+#   ROOT=/data/VE8 PRESET=cten_ve8 bash run.sh cten --visual-weights r3d101_KM_200ep.pth
+#   GPUS=2 ROOT=... PRESET=cten_ve8 bash run.sh cten ...      (torchrun, one process per GPU)
+#
+# Extra arguments go to main.py. Variables: ROOT (dataset root), PRESET, GPUS, VENV (default .venv),
+# DEMO_DIR (default data/demo).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${VENV:-.venv}
+DEMO_DIR=${DEMO_DIR:-data/demo}
+
+setup() {
+  local stamp="$VENV/.requirements.sha256" want
+  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  echo "== setting up $VENV from requirements.txt"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -r requirements.txt
+  echo "$want" > "$stamp"
+}
+
+demo_data() {
+  if [ -f "$DEMO_DIR/data/ve8.json" ]; then return; fi
+  echo "== building the demo set in $DEMO_DIR"
+  "$VENV/bin/python" tools/make_demo.py --out "$DEMO_DIR"
+  "$VENV/bin/python" tools/preprocess --src "$DEMO_DIR/videos" --dst "$DEMO_DIR/data" \
+      --split-lists "$DEMO_DIR" --short-side 128 --workers 2
+}
+
+MODE=${1:-cten}
+[ $# -gt 0 ] && shift
+setup
+PY="$VENV/bin/python"
+case "$MODE" in
+  test)
+    exec "$PY" -m pytest "$@" ;;
+  setup)
+    exit 0 ;;
+  cten|mbt)
+    if [ -z "${ROOT:-}" ]; then
+      demo_data
+      set -- --preset "${PRESET:-${MODE}_demo}" "$@"
+    else
+      set -- --preset "${PRESET:-${MODE}_ve8}" --root "$ROOT" "$@"
+    fi
+    if [ "${GPUS:-1}" -gt 1 ]; then
+      exec "$VENV/bin/torchrun" --standalone --nproc_per_node "$GPUS" main.py --method "$MODE" "$@"
+    fi
+    exec "$PY" main.py --method "$MODE" "$@" ;;
+  *)
+    echo "usage: bash run.sh [cten|mbt|test|setup] [main.py flags...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,54 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import opts
+from core import checkpoint as ckpt
+
+
+def test_preset_fills_defaults_and_flags_override():
+    args = opts.parse_args(["--preset", "demo", "--lr", "0.5"])
+    assert args.preset == "cten_demo" and args.visual_depth == 10 and args.lr == 0.5
+    assert args.annotation.endswith("ve8.json") and args.eval_seq_len == args.seq_len
+    args = opts.parse_args(["--preset", "cten_ek6", "--root", "X"])
+    assert args.annotation == "X/ek6.json" and args.optimizer == "adam" and args.seq_len == 16
+
+
+def test_every_preset_parses():
+    for name in opts.PRESETS:
+        args = opts.parse_args(["--preset", name, "--root", "R"])
+        assert args.method == opts.PRESETS[name]["method"]
+
+
+def test_unknown_preset_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        opts.parse_args(["--preset", "nope", "--root", "R"])
+    assert "unknown preset" in capsys.readouterr().err
+
+
+def test_rng_state_roundtrip():
+    state = ckpt.rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    ckpt.set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_checkpoint_atomic_save_and_key_errors(tmp_path):
+    model = nn.Linear(3, 2)
+    path = tmp_path / "c.pth"
+    ckpt.save_checkpoint(path, model=model.state_dict(), epoch=3)
+    assert not (tmp_path / "c.pth.tmp").exists()
+    state = ckpt.load_checkpoint(path)
+    ckpt.load_model_state(nn.Linear(3, 2), state["model"], path)
+    with pytest.raises(RuntimeError, match="missing keys: bias"):
+        ckpt.load_model_state(nn.Linear(3, 2), {"weight": state["model"]["weight"]}, path)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        ckpt.load_model_state(nn.Linear(4, 2), state["model"], path)
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="corrupt"):
+        ckpt.load_checkpoint(tmp_path / "bad.pth")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ckpt.load_checkpoint(tmp_path / "none.pth")
