@@ -144,8 +144,8 @@ def evaluate_checkpoint(args, device, dist, logger) -> int:
 def report_test(args, model, method, test_ds, labels, polarity, ctx, logger, selected_epoch, best_val) -> int:
     records = predict_all(model, method, make_loader(test_ds, args, ctx.dist, train=False), ctx, desc="test")
     gt = json.loads(Path(args.gt_segments).read_text()) if args.gt_segments and Path(args.gt_segments).is_file() else None
-    result = summarise(records, labels, polarity.cpu(), gt_segments=gt, det_threshold=args.det_threshold,
-                       det_merge_gap=args.det_merge_gap, curves=method.curve_names)
+    result = summarise(records, labels, polarity.cpu(), gt_segments=gt, curves=method.curve_names,
+                       det_rule=opts.detection_rule(args))
     result.update(protocol="test split, original video only, checkpoint selected on the validation subset"
                   if best_val is not None else "test split, original video only, --eval-only checkpoint",
                   selected_epoch=selected_epoch, best_val_acc=best_val, n_test_videos=len(records))

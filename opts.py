@@ -27,8 +27,8 @@ PRESETS = {
                       optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8, epochs=12, loss="ce"),
     "cten_ve8": dict(_CTEN_OFFICIAL, annotation_name="ve8.json"),
     "cten_ek6": dict(_CTEN_OFFICIAL, annotation_name="ek6.json"),
-    "mbt_demo": dict(_DEMO_DATA, method="mbt", snippet_duration=4, vit_depth=4, vit_width=96, vit_heads=4,
-                     ast_depth=4, ast_width=96, ast_heads=4, n_bottleneck=8, fusion_layer=2, optimizer="adam",
+    "mbt_demo": dict(_DEMO_DATA, method="mbt", snippet_duration=4, mbt_depth=4, mbt_width=96, mbt_heads=4,
+                     n_bottleneck=8, fusion_layer=2, optimizer="adam",
                      lr=5e-4, weight_decay=1e-3, batch_size=8, epochs=10, loss="pcce", ema_decay=0.99,
                      ema_warmup=50.0),
     "mbt_ve8": dict(_MBT_OFFICIAL, annotation_name="ve8.json"),
@@ -85,13 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=float, default=0.2)
 
     g = p.add_argument_group("MBT / MART backbone")
-    for prefix, name in (("vit", "video ViT"), ("ast", "audio AST")):
-        g.add_argument(f"--{prefix}-depth", type=int, default=12, help=f"{name} blocks")
-        g.add_argument(f"--{prefix}-width", type=int, default=768)
-        g.add_argument(f"--{prefix}-heads", type=int, default=12)
+    g.add_argument("--mbt-depth", type=int, default=12, help="blocks of each branch (video ViT and AST)")
+    g.add_argument("--mbt-width", type=int, default=768)
+    g.add_argument("--mbt-heads", type=int, default=12)
     g.add_argument("--n-bottleneck", type=int, default=32)
     g.add_argument("--fusion-layer", type=int, default=8, help="first block that fuses through the bottleneck")
-    g.add_argument("--drop-path", type=float, default=0.1)
+    g.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth of the last block (official: 0)")
     g.add_argument("--grad-checkpointing", action=B, default=False)
     g.add_argument("--videomae-weights", default=None, help="VideoMAE ViT-B/16 checkpoint (.pth)")
     g.add_argument("--ast-weights", default=None, help="AST AudioSet checkpoint (audioset_10_10_0.4593.pth)")
@@ -126,8 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("detection and visualisation")
     g.add_argument("--gt-segments", default=None, help="JSON video_id -> [[start, end], ...] to score detection")
-    g.add_argument("--det-threshold", type=float, default=0.5)
-    g.add_argument("--det-merge-gap", type=float, default=0.0)
+    g.add_argument("--det-combine", choices=["min", "product", "mean", "visual", "audio"], default="min",
+                   help="how the modality curves combine after min-max normalisation (min = the erasing rule)")
+    g.add_argument("--det-normalise", choices=["minmax", "none"], default="minmax")
+    g.add_argument("--det-threshold", type=float, default=0.5, help="segments at or above it are emotional")
+    g.add_argument("--det-merge-gap", type=float, default=0.0, help="seconds between segments that still merge")
+    g.add_argument("--det-min-len", type=float, default=0.0, help="seconds; shorter detections are dropped")
+    g.add_argument("--det-score", choices=["mean", "max"], default="mean")
+    g.add_argument("--det-score-source", choices=["normalised", "raw"], default="normalised")
+    g.add_argument("--det-class-prob", action=B, default=True, help="multiply scores by the predicted class probability")
     g.add_argument("--vis-videos", type=int, default=4, help="test videos drawn as timelines in TensorBoard")
     return p
 
@@ -152,6 +158,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.root is None:
         parser.error("--root is required (or a preset that sets it, e.g. --preset demo)")
     return args
+
+
+def detection_rule(args: argparse.Namespace) -> dict:
+    """Keyword options of core.detection.detect_batch (the rule is documented in core/detection.py)."""
+    return dict(combine=args.det_combine, use_class_prob=args.det_class_prob, threshold=args.det_threshold,
+                normalise=args.det_normalise, merge_gap=args.det_merge_gap, min_len=args.det_min_len,
+                score=args.det_score, score_source=args.det_score_source)
 
 
 def save_config(args: argparse.Namespace, path: Path) -> None:

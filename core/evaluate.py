@@ -1,0 +1,44 @@
+"""From per-video predictions to the reported numbers: accuracy, per-class and sentiment accuracy, the confusion
+matrix, and (with ground-truth segments) weakly-supervised detection mAP at tIoU 0.1-0.5."""
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from core.detection import detect_batch
+from core.metrics import TIOUS, classification_summary, confusion_matrix, detection_map, per_class_accuracy
+
+
+def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_segments: Optional[dict] = None,
+              curves: Sequence[str] = (), det_rule: Optional[dict] = None) -> dict:
+    """records: predict_all's per-video dicts. Returns scalars, 'per_class_acc', 'confusion', 'per_video' and,
+    given gt_segments (video_id -> [[start, end], ...]) and attention curves, 'detection' (class-agnostic, as
+    the paper) and 'detection_per_class'. det_rule: keyword options of core.detection.detect_batch."""
+    probs = np.stack([r["probs"] for r in records])  # (N, C)
+    y = np.array([r["label"] for r in records])
+    out = classification_summary(probs, y, len(labels), polarity)
+    out["per_class_acc"] = dict(zip(labels, per_class_accuracy(probs, y, len(labels)).tolist()))
+    out["confusion"] = confusion_matrix(probs, y, len(labels)).tolist()
+    out["labels"] = list(labels)
+    present = [c for c in curves if c in records[0]]
+    detections = {}
+    if present:
+        detections = detect_batch({c: np.stack([r[c] for r in records]) for c in present},
+                                  np.stack([r["seg_times"] for r in records]), [r["video_id"] for r in records],
+                                  np.log(np.clip(probs, 1e-12, None)), **(det_rule or {}))
+    if gt_segments is not None and detections:
+        missing = [r["video_id"] for r in records if r["video_id"] not in gt_segments]
+        if missing:
+            raise ValueError(f"ground-truth segments lack {len(missing)} evaluated videos (e.g. {missing[:3]}); "
+                             "pass the key-span file written for this dataset")
+        gt = {r["video_id"]: gt_segments[r["video_id"]] for r in records}
+        gt_labels = {r["video_id"]: r["label"] for r in records}
+        out["detection"] = detection_map(detections, gt, TIOUS)  # class-agnostic, as the paper
+        per_class = detection_map(detections, gt, TIOUS, class_agnostic=False, gt_labels=gt_labels)
+        out["detection_per_class"] = {labels[c]: v for c, v in per_class.pop("per_class").items()}
+        out["detection_per_class"]["mean"] = per_class
+    out["per_video"] = [{"video_id": r["video_id"], "label": labels[r["label"]],
+                         "pred": labels[int(r["probs"].argmax())], "probs": r["probs"].round(4).tolist(),
+                         "segments": detections.get(r["video_id"], []),
+                         **{c: r[c].round(4).tolist() for c in present}} for r in records]
+    return out

@@ -1,0 +1,200 @@
+"""MART stage 1: masked affective representation learning (train_step), MBT prediction (predict).
+
+One training step (the engine runs it under autocast):
+  1. teacher pass, no grad, unmasked video (`MART.guide` on the EMA copy): per-segment class distribution,
+     CLS-to-patch attention, text-to-visual attention;
+  2. lexicon cues of each segment's transcript, checked by hierarchical verification [ours];
+  3. targets [ours]: the teacher's per-segment distribution blended with the verified cues, and the
+     temporal degree of the labelled emotion (a distribution over the T segments);
+  4. attention-guided mask (ratio by epoch, hints, unmasked segments) and normalised-pixel targets;
+  5. student pass on the masked video (`MART.forward`): classification, reconstruction, decoder's emotion
+     distribution, complementary learning;
+  6. loss = rec_weight * L_rec + L_distill + L_comp + L_cls + L_cls_aux (MART stage-1 loss, rec_weight 0.05),
+     L_distill = KL(target || decoder) per segment + degree_weight * KL(target degree || decoder degree),
+     L_comp = InfoNCE(visual-aligned, audio-aligned) + push_weight * push(remainders).
+The pure functions below are the math of steps 2, 3 and 6; docs/mart_stage1.md explains each [ours] choice.
+"""
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from core.engine import unwrap
+from core.methods.mbt import MBTMethod
+from models.mart import attention_mask, guided_attention, mask_ratio, tubelet_targets
+
+
+# ---------------------------------------------------------------------------------- cues and targets [ours]
+
+
+def verify_cues(sentiment: torch.Tensor, emotion: torch.Tensor, has_cue: torch.Tensor, label_polarity: torch.Tensor,
+                seg_probs: torch.Tensor, sentiment_threshold: float = 0.0, match_threshold: float = 0.1
+                ) -> Tuple[torch.Tensor, Dict[str, int]]:
+    """Hierarchical verification of lexicon cues.
+
+    sentiment (B, T) in [-1, 1], emotion (B, T, C), has_cue (B, T) bool, label_polarity (B,) of +1/-1,
+    seg_probs (B, T, C) the model's per-segment class distribution.
+    Sentiment level: sign(sentiment) == the label's polarity and |sentiment| >= sentiment_threshold (a cue with
+    no polarity word, sentiment 0, fails). Emotion level (only for cues that pass): matching score
+    <emotion, seg_probs> >= match_threshold.
+    Returns verified (B, T) bool and counts {'cues', 'verified', 'rejected_sentiment', 'rejected_emotion'}.
+    """
+    polarity = label_polarity.to(sentiment.dtype)[:, None]  # (B, 1)
+    agree = has_cue & (torch.sign(sentiment) == polarity) & (sentiment.abs() >= sentiment_threshold)
+    match = (emotion.float() * seg_probs.float()).sum(dim=-1)  # (B, T)
+    verified = agree & (match >= match_threshold)
+    counts = {"cues": int(has_cue.sum()), "verified": int(verified.sum()),
+              "rejected_sentiment": int((has_cue & ~agree).sum()), "rejected_emotion": int((agree & ~verified).sum())}
+    return verified, counts
+
+
+def blend_targets(seg_probs: torch.Tensor, emotion: torch.Tensor, verified: torch.Tensor, blend: float = 0.5
+                  ) -> torch.Tensor:
+    """Per-segment target distribution (B, T, C): (1 - blend) * teacher + blend * cue where the cue is verified,
+    the teacher's distribution elsewhere."""
+    w = blend * verified.to(seg_probs.dtype)[..., None]  # (B, T, 1)
+    return (1.0 - w) * seg_probs + w * emotion.to(seg_probs.dtype)
+
+
+def temporal_degree(dist: torch.Tensor, labels: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Degree of the labelled emotion across segments: dist (B, T, C), labels (B,) -> (B, T), sums to 1 over T."""
+    evidence = dist.gather(2, labels[:, None, None].expand(-1, dist.shape[1], 1)).squeeze(2)  # (B, T)
+    return evidence / evidence.sum(dim=1, keepdim=True).clamp_min(eps)
+
+
+# ---------------------------------------------------------------------------------- losses
+
+
+def distillation_kl(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(target || softmax(logits)) over classes, averaged over the B * T segments. target, logits (B, T, C)."""
+    log_pred = F.log_softmax(logits.float(), dim=-1)
+    return F.kl_div(log_pred, target.float(), reduction="none").sum(dim=-1).mean()
+
+
+def degree_kl(target_degree: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """KL(target degree || predicted degree) over the T segments, averaged over the batch.
+
+    target_degree (B, T); the predicted degree is `temporal_degree` of softmax(logits (B, T, C)), in log space."""
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    log_e = log_p.gather(2, labels[:, None, None].expand(-1, log_p.shape[1], 1)).squeeze(2)  # (B, T)
+    log_degree = log_e - torch.logsumexp(log_e, dim=1, keepdim=True)
+    return F.kl_div(log_degree, target_degree.float(), reduction="none").sum(dim=1).mean()
+
+
+def info_nce(x: torch.Tensor, y: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of x (M, D) and row i of y are a positive pair, every other row a negative.
+
+    Cosine similarities / temperature; -log softmax of the positive, averaged over both directions (lower for
+    aligned pairs: the standard direction, not the official CPC code's negated one)."""
+    x = F.normalize(x.float(), dim=-1)
+    y = F.normalize(y.float(), dim=-1)
+    logits = x @ y.t() / temperature  # (M, M)
+    target = torch.arange(x.shape[0], device=x.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def push_loss(rem_v: torch.Tensor, rem_a: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Pushes the modality-specific remainders apart [ours]: mean of max(0, cos(rem_v, rem_a) - margin), (..., D)."""
+    return F.relu(F.cosine_similarity(rem_v.float(), rem_a.float(), dim=-1) - margin).mean()
+
+
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per token, averaged over masked tokens only (0 when none is masked).
+    pred, target (B, T, N, P); mask (B, T, N) bool."""
+    per_token = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (B, T, N)
+    m = mask.to(per_token.dtype)
+    return (per_token * m).sum() / m.sum().clamp_min(1.0)
+
+
+# ---------------------------------------------------------------------------------- the method
+
+
+class MARTMethod:
+    """MART stage 1 for core/engine.py.
+
+    criterion: (logits (B, C), labels (B,)) -> scalar (PCCE); polarity (C,) +1/-1 per class;
+    lexicon: an object with `batch(texts) -> {'sentiment', 'emotion', 'has_cue'}` (datasets.lexicon.EmotionLexicon);
+    epochs: stage-1 epochs (for the mask-ratio schedule);
+    teacher_fn: () -> the teacher MART (the EMA copy, e.g. `lambda: ema.module`), or None / returning None to
+        let the student guide itself (no grad).
+    lam: weight of the CLS attention in the masking attention; hint_ratio / hint_pool / no_mask_prob: see
+    models.mart.attention_mask; sentiment_threshold / match_threshold: verification; blend: weight of a verified
+    cue in the target; degree_weight: weight of the temporal-degree KL; temperature: InfoNCE temperature;
+    push_margin / push_weight: the remainder push; rec_weight: weight of the reconstruction loss (0.05).
+    """
+    curve_names = MBTMethod.curve_names
+
+    def __init__(self, criterion: Callable, polarity: torch.Tensor, lexicon, epochs: int,
+                 teacher_fn: Optional[Callable[[], Optional[torch.nn.Module]]] = None, lam: float = 0.9,
+                 hint_ratio: float = 0.1, hint_pool: float = 0.1, no_mask_prob: float = 0.5,
+                 sentiment_threshold: float = 0.0, match_threshold: float = 0.1, blend: float = 0.5,
+                 degree_weight: float = 1.0, temperature: float = 0.1, push_margin: float = 0.0,
+                 push_weight: float = 1.0, rec_weight: float = 0.05):
+        if epochs <= 0:
+            raise ValueError(f"MART stage 1 needs a positive number of epochs, got {epochs}")
+        if temperature <= 0:
+            raise ValueError(f"the InfoNCE temperature must be positive, got {temperature}")
+        self.criterion, self.polarity, self.lexicon, self.epochs = criterion, polarity, lexicon, epochs
+        self.teacher_fn = teacher_fn
+        self.lam, self.hint_ratio, self.hint_pool, self.no_mask_prob = lam, hint_ratio, hint_pool, no_mask_prob
+        self.sentiment_threshold, self.match_threshold, self.blend = sentiment_threshold, match_threshold, blend
+        self.degree_weight, self.temperature = degree_weight, temperature
+        self.push_margin, self.push_weight, self.rec_weight = push_margin, push_weight, rec_weight
+        self._mbt = MBTMethod(criterion)
+
+    def predict(self, model, batch: dict) -> dict:
+        return self._mbt.predict(model, batch)
+
+    def _texts(self, batch: dict, B: int, T: int) -> Sequence[Sequence[str]]:
+        texts = batch.get("texts")
+        if texts is None:
+            raise ValueError("MART needs per-segment transcripts: the batch has no 'texts' (the dataset must provide "
+                             "them; a video without transcript gets empty strings)")
+        if len(texts) != B or any(len(v) != T for v in texts):
+            raise ValueError(f"batch['texts'] must hold {B} lists of {T} strings (one per segment), got lengths "
+                             f"{[len(v) for v in texts]}")
+        return texts
+
+    def train_step(self, model, batch: dict, epoch: int):
+        video, audio, labels = batch["video"], batch["audio"], batch["label"]
+        B, T = video.shape[:2]
+        texts = self._texts(batch, B, T)
+        student = unwrap(model)
+        text_ids, text_mask = student.text.tokenize([s for v in texts for s in v], video.device)  # (B*T, Lt)
+        teacher = self.teacher_fn() if self.teacher_fn is not None else None
+        teacher = student if teacher is None else teacher
+        ratio = mask_ratio(epoch, self.epochs)
+
+        with torch.no_grad():
+            guide = teacher.guide(video, audio, text_ids, text_mask)
+            seg_probs = guide["seg_logits"].float().softmax(dim=-1)  # (B, T, C)
+            cues = {k: v.to(video.device) for k, v in self.lexicon.batch(texts).items()}
+            polarity = self.polarity.to(video.device)[labels]  # (B,)
+            verified, counts = verify_cues(cues["sentiment"], cues["emotion"], cues["has_cue"], polarity, seg_probs,
+                                           self.sentiment_threshold, self.match_threshold)
+            target = blend_targets(seg_probs, cues["emotion"], verified, self.blend)  # (B, T, C)
+            target_degree = temporal_degree(target, labels)  # (B, T)
+            attn = guided_attention(guide["cls_attn"], guide["text_attn"], self.lam)  # (B, T, N)
+            mask = attention_mask(attn, ratio, self.hint_ratio, self.hint_pool, self.no_mask_prob)
+            pixels = tubelet_targets(video, student.tubelet_size, student.patch_size)  # (B, T, N, P)
+
+        out = model(video=video, audio=audio, text_ids=text_ids, text_mask=text_mask, video_mask=mask)
+        loss_rec = reconstruction_loss(out["recon"], pixels, mask)
+        loss_seg = distillation_kl(target, out["dec_logits"])
+        loss_degree = degree_kl(target_degree, out["dec_logits"], labels)
+        loss_distill = loss_seg + self.degree_weight * loss_degree
+        loss_nce = info_nce(out["aligned_v"].flatten(0, 1), out["aligned_a"].flatten(0, 1), self.temperature)
+        loss_push = push_loss(out["remainder_v"], out["remainder_a"], self.push_margin)
+        loss_comp = loss_nce + self.push_weight * loss_push
+        loss_cls = self.criterion(out["logits_v"], labels) + self.criterion(out["logits_a"], labels)
+        loss_aux = self.criterion(out["aux_logits_v"], labels) + self.criterion(out["aux_logits_a"], labels)
+        loss = self.rec_weight * loss_rec + loss_distill + loss_comp + loss_cls + loss_aux
+
+        terms = {"loss_rec": loss_rec, "loss_distill": loss_distill, "loss_distill_seg": loss_seg,
+                 "loss_distill_degree": loss_degree, "loss_comp": loss_comp, "loss_nce": loss_nce,
+                 "loss_push": loss_push, "loss_cls": loss_cls, "loss_cls_aux": loss_aux,
+                 "masked_fraction": mask.float().mean(), "acc": (out["logits"].argmax(dim=1) == labels).float().mean()}
+        values = torch.stack([v.detach().float() for v in terms.values()]).tolist()  # one device sync
+        logs = dict(zip(terms, values), mask_ratio=ratio,
+                    **{("cues" if k == "cues" else f"cues_{k}"): float(v) for k, v in counts.items()})
+        return loss, logs

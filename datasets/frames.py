@@ -1,0 +1,179 @@
+"""Frame folders: counting, frame rate, TSN temporal sampling, the per-video spatial transform, decoding.
+
+Layout (the official releases'): `imgs/<Class>/<video_id>/000001.jpg ...` (1-based, six digits), with an
+optional `n_frames` file (the frame count) and an optional `fps` file (frames per second). Frame indices
+in this module are 0-based: index i is the file `{i + 1:06d}.jpg`.
+"""
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+
+from datasets.annotations import DataError
+
+_FRAME_FILE = re.compile(r"^\d{6}\.jpg$")
+_REEXTRACT = "re-extract this video's frames with `python tools/preprocess ...`"
+
+# The spatial draw `aug` (8,) float32: [crop, hflip, angle, brightness, 0, 0, 0, 0].
+#   crop: index into CROPS; hflip: 1.0 to mirror; angle: counter-clockwise rotation in degrees;
+#   brightness: pixel multiplier. Slots 4-7 are always 0 (the width is fixed by the sample contract).
+CROPS = ("centre", "top-left", "top-right", "bottom-left", "bottom-right")
+IDENTITY_AUG = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def frame_path(video_dir, i: int) -> Path:
+    """0-based frame index -> its JPEG file."""
+    return Path(video_dir) / f"{i + 1:06d}.jpg"
+
+
+def count_frames(video_dir) -> int:
+    """Number of frames: the `n_frames` file when it agrees with the folder, else the JPEGs counted."""
+    video_dir = Path(video_dir)
+    if not video_dir.is_dir():
+        raise DataError(video_dir, "frame folder not found", "create it with `python tools/preprocess ...`, "
+                        "which extracts imgs/<Class>/<video_id>/000001.jpg ...")
+    nf = video_dir / "n_frames"
+    if nf.is_file():
+        try:
+            n = int(float(nf.read_text().strip()))
+        except ValueError:
+            n = 0
+        if n > 0 and frame_path(video_dir, n - 1).is_file() and not frame_path(video_dir, n).is_file():
+            return n
+    numbers = [int(name[:6]) for name in os.listdir(video_dir) if _FRAME_FILE.match(name)]
+    if not numbers:
+        raise DataError(video_dir, "no frames (000001.jpg ...) in the frame folder", _REEXTRACT)
+    if min(numbers) != 1 or max(numbers) != len(numbers):
+        raise DataError(video_dir, f"{len(numbers)} frames but not numbered 000001.jpg..{len(numbers):06d}.jpg",
+                        _REEXTRACT)
+    return len(numbers)
+
+
+def read_fps(video_dir, n_frames: int, audio_seconds: Optional[float] = None, default_fps: float = 30.0) -> float:
+    """Frames per second: the `fps` file if present, else n_frames / audio duration, else default_fps."""
+    path = Path(video_dir) / "fps"
+    if path.is_file():
+        try:
+            fps = float(path.read_text().strip())
+        except ValueError:
+            fps = 0.0
+        if not (fps > 0 and np.isfinite(fps)):
+            raise DataError(path, f"fps file does not hold a positive number: {path.read_text()[:40]!r}",
+                            "write the frame rate (e.g. 29.97) into it, or delete it")
+        return fps
+    if audio_seconds is not None and audio_seconds > 0:
+        return n_frames / audio_seconds
+    return float(default_fps)
+
+
+# ------------------------------------------------------------------------------------------- TSN
+
+
+def tsn_sample(frames: Sequence[int], seq_len: int, snippet_duration: int, training: bool,
+               generator: Optional[torch.Generator] = None) -> tuple:
+    """TSN sampling of one snippet per segment from a frame list.
+
+    frames: 1-D frame indices (torch.arange(n_frames) for a whole video; never modified). The list is
+    loop-padded to P = max(len, T * L) positions (position p is frames[p % len]), cut into T equal
+    segments of P // T positions, and from each one snippet of L consecutive positions is taken:
+    at a uniformly random start inside the segment in training (any of the P // T - L + 1 starts; the
+    official code never draws the last one), centred in evaluation.
+    Returns frame_indices (T, L) int64 (values of `frames`) and seg_bounds (T, 2) int64, the
+    [start, end) positions of each segment in the padded space.
+    """
+    frames = torch.as_tensor(frames, dtype=torch.long)
+    n, T, L = frames.numel(), seq_len, snippet_duration
+    if n == 0:
+        raise ValueError("tsn_sample needs at least one frame")
+    seg = max(n, T * L) // T
+    base = torch.arange(T) * seg  # (T,)
+    if training:
+        offset = torch.randint(0, seg - L + 1, (T,), generator=generator)
+    else:
+        offset = torch.full((T,), (seg - L) // 2)
+    positions = (base + offset)[:, None] + torch.arange(L)  # (T, L)
+    return frames[positions % n], torch.stack([base, base + seg], dim=1)
+
+
+# ------------------------------------------------------------------------------- spatial transform
+
+
+def draw_spatial_aug(training: bool, generator: Optional[torch.Generator] = None, p_extra: float = 0.3,
+                     max_rotation: float = 20.0, brightness_range: tuple = (0.5, 1.0)) -> torch.Tensor:
+    """One spatial draw for a whole video, encoded as `aug` (8,) (layout above).
+
+    Training: a square crop of the short side at one of CROPS, then with probability p_extra exactly one of
+    {horizontal flip, rotation by U(-max_rotation, max_rotation) degrees, brightness x U(*brightness_range)}.
+    Evaluation: the centre square, nothing else (the official code crops at random in evaluation too).
+    """
+    aug = torch.tensor(IDENTITY_AUG)
+    if not training:
+        return aug
+    u = torch.rand(4, generator=generator)
+    aug[0] = int(torch.randint(0, len(CROPS), (1,), generator=generator))
+    if u[0] < p_extra:
+        op = int(torch.randint(0, 3, (1,), generator=generator))
+        if op == 0:
+            aug[1] = 1.0
+        elif op == 1:
+            aug[2] = (2 * u[1] - 1) * max_rotation
+        else:
+            lo, hi = brightness_range
+            aug[3] = lo + (hi - lo) * u[2]
+    return aug
+
+
+def apply_spatial_aug(img: Image.Image, aug: torch.Tensor, size: int) -> Image.Image:
+    """Apply one draw `aug` (8,) to an RGB frame -> size x size RGB."""
+    crop, hflip, angle, brightness = (float(v) for v in aug[:4])
+    w, h = img.size
+    s = min(w, h)
+    x0, y0 = {0: ((w - s) // 2, (h - s) // 2), 1: (0, 0), 2: (w - s, 0), 3: (0, h - s), 4: (w - s, h - s)}[int(crop)]
+    img = img.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + s, y0 + s))
+    if hflip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    if angle:
+        img = img.rotate(angle, resample=Image.BILINEAR)
+    if brightness != 1.0:
+        img = ImageEnhance.Brightness(img).enhance(brightness)
+    return img
+
+
+def decode_frame(path, aug: torch.Tensor, size: int) -> np.ndarray:
+    """One JPEG -> transformed uint8 (size, size, 3). JPEG decoding uses DCT-domain downscaling
+    (PIL draft) to the smallest power-of-two reduction whose short side is still >= size."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (size, size))
+            img = im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(path, "frame file missing", _REEXTRACT) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(path, f"cannot decode JPEG ({e})", _REEXTRACT) from None
+    return np.asarray(apply_spatial_aug(img, aug, size))
+
+
+def read_frames(video_dir, frame_indices: torch.Tensor, aug: torch.Tensor, size: int, threads: int = 4) -> torch.Tensor:
+    """Decode and transform frames: frame_indices (T, L) 0-based, aug (8,) -> uint8 (T, 3, L, size, size).
+
+    Every distinct frame is decoded once, in a pool of `threads` threads (PIL releases the GIL while
+    decoding); threads <= 1 decodes in the calling thread.
+    """
+    T, L = frame_indices.shape
+    flat = frame_indices.reshape(-1).tolist()
+    unique = list(dict.fromkeys(flat))
+    decode = lambda i: decode_frame(frame_path(video_dir, i), aug, size)  # noqa: E731
+    if threads > 1 and len(unique) > 1:
+        with ThreadPoolExecutor(max_workers=min(threads, len(unique))) as pool:
+            images = list(pool.map(decode, unique))
+    else:
+        images = [decode(i) for i in unique]
+    where = {i: k for k, i in enumerate(unique)}
+    stack = torch.from_numpy(np.stack(images))  # (U, S, S, 3)
+    video = stack[torch.tensor([where[i] for i in flat])]  # (T*L, S, S, 3)
+    return video.view(T, L, size, size, 3).permute(0, 4, 1, 2, 3).contiguous()  # (T, 3, L, S, S)

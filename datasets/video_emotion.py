@@ -1,0 +1,268 @@
+"""VideoEmotionDataset: one sample dict per video of a VE-8 / Ekman-6 style root, and its collate.
+
+Layout under `root` (see docs and datasets/frames.py): imgs/<Class>/<video_id>/000001.jpg ...,
+mp3/<Class>/<video_id>.mp3 (or .wav), srt/<Class>/<video_id>.srt, and an annotation JSON.
+
+Sample dict (T = seq_len, L = snippet_duration, S = sample_size, F = audio_frames):
+
+    video          uint8   (T, 3, L, S, S)  RGB 0-255 after the per-video spatial transform
+    audio          float32 (T, F, 128)      normalised Kaldi log-mel fbank, F frames (F / 100 s) per segment
+                                            ((T, F, n_mfcc) with audio_features='mfcc'; absent when with_audio=False)
+    label          int64   ()
+    index          int64   ()               dataset index (to read more frames of the same video)
+    video_id       str
+    frame_indices  int64   (T, L)           0-based frame indices actually sampled (in [0, n_frames))
+    seg_bounds     int64   (T, 2)           [start, end) of each TSN segment in the loop-padded frame
+                                            index space (padded index p is frame p % n_frames)
+    seg_times      float32 (T, 2)           seg_bounds / fps: start/end seconds of each segment. For a
+                                            loop-padded video (n_frames < T * L) times past n_frames / fps
+                                            are the looped replay (time t is t mod the duration)
+    aug            float32 (8,)             the per-video spatial transform draw (datasets/frames.py), so
+                                            more frames of the same video can be read identically with
+                                            dataset.read_frames(index, frame_indices, aug)
+    n_frames       int64   ()
+    fps            float32 ()               the folder's `fps` file, else n_frames / audio duration (the
+                                            decoded length; the container's metadata when with_audio=False),
+                                            else default_fps
+    texts          list[str] (T,)           transcript text per segment ('' when none or with_text=False)
+
+`collate_samples` stacks the tensors (adding a leading B) and turns str / list fields into lists.
+
+Subsets: 'train' = the official training subset minus a carved validation subset (`val_fraction`,
+`val_seed`, stratified; val_fraction=0 keeps all of training, the papers' protocol), 'val' = that carved
+subset, 'test' = the official "validation" subset (the papers' test split).
+
+Randomness (training_aug: random TSN offsets, spatial draw, audio window offsets, SpecAugment) comes from
+a per-sample torch.Generator seeded from torch's global RNG, so a run is reproducible given
+torch.manual_seed: DataLoader workers get distinct torch seeds derived from the main process's RNG (no
+worker_init_fn is needed; python's random and numpy are not used). Evaluation samples are deterministic.
+No file handle is kept open between samples, so the dataset is safe to use in workers.
+
+Data problems: a missing frame folder raises one DataError listing the missing videos at construction
+(on_missing='skip' drops them; see `skipped`). Audio that is missing, unreadable, without an audio stream
+or empty raises DataError naming the file (missing_audio='error') or is replaced by silence
+(missing_audio='zeros'); all-zero audio is used as is (finite features). Those events and transcripts with
+skipped garbage blocks are recorded per video in shared memory (visible across DataLoader workers):
+`issues()` and `report()` list them.
+"""
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from datasets.annotations import (DataError, TEST_SUBSET, TRAIN_SUBSET, carve_validation, load_annotation,
+                                  subset_entries)
+from datasets.audio import SAMPLE_RATE, audio_duration, decode_audio, segment_features
+from datasets.frames import count_frames, draw_spatial_aug, read_fps, read_frames, tsn_sample
+from datasets.transcripts import read_srt, segment_texts
+
+AUDIO_EXTENSIONS = (".mp3", ".wav")
+# Per-video problems recorded while sampling: name -> bit in the shared flag tensor.
+ISSUES = {"audio_missing": 1, "audio_unreadable": 2, "audio_silent": 4, "transcript_garbage": 8,
+          "transcript_unusable": 16}
+_SHOW = 5
+
+
+class VideoEmotionDataset(Dataset):
+    """Videos of one subset of an annotation file under `root` (format and sample dict: module docstring).
+
+    seq_len T segments, one snippet of snippet_duration L frames each, sample_size S pixels;
+    training_aug: random temporal/spatial/audio sampling (default: subset == 'train'); with_audio, with_text:
+    which modalities to read; audio_frames F per segment; audio_features 'fbank' | 'mfcc' (n_mfcc);
+    spec_augment (with freq_mask, time_mask) applies in training_aug only; val_fraction, val_seed: the
+    carved validation subset; missing_audio 'error' | 'zeros'; on_missing 'error' | 'skip' for missing frame
+    folders; default_fps when a video has neither an fps file nor audio; decode_threads for JPEG decoding.
+    """
+
+    def __init__(self, root, annotation_path, subset: str, seq_len: int = 16, snippet_duration: int = 16,
+                 sample_size: int = 112, training_aug: Optional[bool] = None, with_audio: bool = True,
+                 audio_frames: int = 100, audio_features: str = "fbank", n_mfcc: int = 128,
+                 spec_augment: bool = False, freq_mask: int = 24, time_mask: int = 192,
+                 with_text: bool = False, val_fraction: float = 0.1, val_seed: int = 0,
+                 missing_audio: str = "error", on_missing: str = "error", default_fps: float = 30.0,
+                 decode_threads: int = 4, sample_rate: int = SAMPLE_RATE,
+                 frames_dir: str = "imgs", audio_dir: str = "mp3", srt_dir: str = "srt"):
+        if subset not in ("train", "val", "test"):
+            raise ValueError(f"subset must be 'train', 'val' or 'test', got {subset!r}")
+        if missing_audio not in ("error", "zeros"):
+            raise ValueError(f"missing_audio must be 'error' or 'zeros', got {missing_audio!r}")
+        if on_missing not in ("error", "skip"):
+            raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+        if audio_features not in ("fbank", "mfcc"):
+            raise ValueError(f"audio_features must be 'fbank' or 'mfcc', got {audio_features!r}")
+        if spec_augment and audio_features != "fbank":
+            raise ValueError("spec_augment applies to audio_features='fbank' only")
+        self.root = Path(root)
+        self.subset = subset
+        self.seq_len, self.snippet_duration, self.sample_size = seq_len, snippet_duration, sample_size
+        self.training_aug = subset == "train" if training_aug is None else bool(training_aug)
+        self.with_audio, self.with_text = with_audio, with_text
+        self.audio_frames, self.audio_features, self.n_mfcc = audio_frames, audio_features, n_mfcc
+        self.spec_augment, self.freq_mask, self.time_mask = spec_augment, freq_mask, time_mask
+        self.missing_audio, self.default_fps = missing_audio, float(default_fps)
+        self.decode_threads, self.sample_rate = decode_threads, sample_rate
+
+        data = load_annotation(annotation_path)
+        self.labels = list(data["labels"])
+        entries = self._select(data, subset, val_fraction, val_seed, annotation_path)
+        self.videos, missing = [], []
+        for vid, cls in entries:
+            frame_dir = self.root / frames_dir / cls / vid
+            try:
+                n_frames = count_frames(frame_dir)
+            except DataError as e:
+                missing.append((vid, e.path, e.why))
+                continue
+            srt = self.root / srt_dir / cls / (vid + ".srt")
+            self.videos.append({"video_id": vid, "label": self.labels.index(cls), "frame_dir": frame_dir,
+                                "n_frames": n_frames, "audio": _audio_file(self.root / audio_dir / cls, vid),
+                                "srt": srt if srt.is_file() else None})
+        if missing and (on_missing == "error" or not self.videos):
+            raise DataError(self.root / frames_dir, _listing(missing, len(entries), "have no usable frame folder"),
+                            "create the frames with `python tools/preprocess ...`, or pass on_missing='skip'")
+        self.skipped = [(vid, why) for vid, _, why in missing]  # [(video_id, reason)] dropped at construction
+        if with_audio and missing_audio == "error":
+            absent = [(v["video_id"], v["audio"], "not found") for v in self.videos if not v["audio"].is_file()]
+            if absent:
+                raise DataError(self.root / audio_dir,
+                                _listing(absent, len(self.videos), "have no audio file (.mp3/.wav)"),
+                                "extract the audio with `python tools/preprocess ...`, pass missing_audio='zeros' "
+                                "to use silence, or with_audio=False")
+        self._flags = torch.zeros(len(self.videos), dtype=torch.uint8).share_memory_()
+
+    @staticmethod
+    def _select(data, subset, val_fraction, val_seed, path) -> list:
+        if subset == "test":
+            entries = subset_entries(data, TEST_SUBSET)
+        else:
+            carved = set(carve_validation(data, val_fraction, val_seed))
+            entries = [(v, c) for v, c in subset_entries(data, TRAIN_SUBSET) if (v in carved) == (subset == "val")]
+        if not entries:
+            raise DataError(path, f"no videos in subset {subset!r} (val_fraction={val_fraction})",
+                            "use an annotation with that subset, or a val_fraction > 0 for 'val'")
+        return entries
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def video_ids(self) -> list:
+        return [v["video_id"] for v in self.videos]
+
+    @property
+    def targets(self) -> list:
+        return [v["label"] for v in self.videos]
+
+    def __getitem__(self, index: int) -> dict:
+        v = self.videos[index]
+        g = None
+        if self.training_aug:
+            g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
+        wave = self._wave(index) if self.with_audio else None
+        audio_seconds = None
+        if wave is not None:
+            audio_seconds = wave.numel() / self.sample_rate
+        elif not self.with_audio and v["audio"].is_file():
+            audio_seconds = audio_duration(v["audio"])
+        fps = read_fps(v["frame_dir"], v["n_frames"], audio_seconds, self.default_fps)
+
+        frame_indices, seg_bounds = tsn_sample(torch.arange(v["n_frames"]), self.seq_len, self.snippet_duration,
+                                               self.training_aug, g)
+        seg_times = seg_bounds.double() / fps  # (T, 2)
+        aug = draw_spatial_aug(self.training_aug, g)
+        sample = {
+            "video": self.read_frames(index, frame_indices, aug),
+            "label": torch.tensor(v["label"], dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+            "video_id": v["video_id"],
+            "frame_indices": frame_indices,
+            "seg_bounds": seg_bounds,
+            "seg_times": seg_times.float(),
+            "aug": aug,
+            "n_frames": torch.tensor(v["n_frames"], dtype=torch.long),
+            "fps": torch.tensor(fps, dtype=torch.float32),
+            "texts": self._texts(index, seg_times, v["n_frames"] / fps),
+        }
+        if self.with_audio:
+            if wave is None:
+                wave = torch.zeros(max(1, round(v["n_frames"] / fps * self.sample_rate)))
+            sample["audio"] = segment_features(
+                wave, seg_times, self.sample_rate, self.audio_frames, self.audio_features, self.n_mfcc,
+                training=self.training_aug, spec_aug=self.spec_augment and self.training_aug,
+                freq_mask=self.freq_mask, time_mask=self.time_mask, generator=g)  # (T, F, 128)
+        return sample
+
+    def read_frames(self, index: int, frame_indices: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
+        """More frames of video `index` with the spatial draw `aug`: (T, L) -> uint8 (T, 3, L, S, S)."""
+        return read_frames(self.videos[index]["frame_dir"], frame_indices, aug, self.sample_size, self.decode_threads)
+
+    def _wave(self, index: int) -> Optional[torch.Tensor]:
+        """The decoded waveform, or None (recorded) when it is unusable and missing_audio='zeros'."""
+        path = self.videos[index]["audio"]
+        try:
+            wave = decode_audio(path, self.sample_rate)
+        except DataError:
+            if self.missing_audio == "error":
+                raise
+            self._flag(index, "audio_unreadable" if path.is_file() else "audio_missing")
+            return None
+        if not bool(wave.any()):
+            self._flag(index, "audio_silent")
+        return wave
+
+    def _texts(self, index: int, seg_times: torch.Tensor, duration: float) -> list:
+        srt = self.videos[index]["srt"]
+        if not self.with_text or srt is None:
+            return [""] * self.seq_len
+        transcript = read_srt(srt)
+        if transcript.garbage:
+            self._flag(index, "transcript_garbage")
+        if transcript.unusable:
+            self._flag(index, "transcript_unusable")
+        return segment_texts(transcript.cues, seg_times, duration)
+
+    def _flag(self, index: int, issue: str) -> None:
+        self._flags[index] |= ISSUES[issue]
+
+    def issues(self) -> dict:
+        """{issue: [video_id, ...]} of the problems met so far while sampling (see ISSUES)."""
+        flags = self._flags.tolist()
+        return {name: [self.videos[i]["video_id"] for i, f in enumerate(flags) if f & bit]
+                for name, bit in ISSUES.items()}
+
+    def report(self) -> str:
+        """One printable line of the videos skipped at construction and the problems met while sampling
+        ('' when there is nothing to report)."""
+        parts = []
+        if self.skipped:
+            shown = ", ".join(vid for vid, _ in self.skipped[:_SHOW])
+            parts.append(f"{len(self.skipped)} skipped without frames (e.g. {shown})")
+        for name, ids in self.issues().items():
+            if ids:
+                parts.append(f"{name}: {len(ids)} (e.g. {', '.join(ids[:_SHOW])})")
+        return "; ".join(parts)
+
+
+def _audio_file(folder: Path, video_id: str) -> Path:
+    """<video_id>.mp3 or .wav, whichever exists (the .mp3 name when neither does)."""
+    for ext in AUDIO_EXTENSIONS:
+        if (folder / (video_id + ext)).is_file():
+            return folder / (video_id + ext)
+    return folder / (video_id + AUDIO_EXTENSIONS[0])
+
+
+def _listing(problems: list, total: int, what: str) -> str:
+    """[(video_id, path, why)] -> 'k of n annotated videos <what>: path (why); ... and m more'."""
+    shown = "; ".join(f"{path} ({why})" for _, path, why in problems[:_SHOW])
+    more = f" and {len(problems) - _SHOW} more" if len(problems) > _SHOW else ""
+    return f"{len(problems)} of {total} annotated videos {what}: {shown}{more}"
+
+
+def collate_samples(samples: list) -> dict:
+    """List of sample dicts -> batch: tensors stacked (leading B), str and list fields as lists."""
+    batch = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        batch[key] = torch.stack(values) if torch.is_tensor(values[0]) else values
+    return batch

@@ -1,0 +1,33 @@
+"""Builds a method's network from the resolved options (an argparse namespace from opts.py) and loads the
+pretrained weights the options name."""
+from models.ast import ASTConfig
+from models.checkpoints import load_resnet3d, load_torchvision_resnet
+from models.cten import CTEN
+from models.mbt import MBT
+from models.video_vit import VideoViTConfig
+
+# Options that fix the architecture: --eval-only takes these from the checkpoint's config, not from the flags.
+MODEL_OPTIONS = ("method", "modalities", "intra", "inter", "temporal_attention", "nonlocal_init", "visual_depth",
+                 "visual_input", "audio_arch", "dropout", "seq_len", "eval_seq_len", "snippet_duration", "sample_size",
+                 "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer")
+
+
+def build_model(args, n_classes: int, pretrained: bool = True):
+    if args.method == "cten":
+        model = CTEN(n_classes, args.seq_len, modalities=args.modalities, intra=args.intra,
+                     inter=args.inter and args.modalities == "av", temporal_attention=args.temporal_attention,
+                     nonlocal_init=args.nonlocal_init, visual_depth=args.visual_depth, visual_input=args.visual_input,
+                     audio_arch=args.audio_arch, dropout=args.dropout)
+        if pretrained and args.visual_weights and model.visual is not None:
+            load_resnet3d(args.visual_weights, model.visual)
+        if pretrained and args.audio_weights and model.audio is not None:
+            load_torchvision_resnet(args.audio_weights, model.audio)
+        return model
+    video = VideoViTConfig(img_size=args.sample_size, num_frames=args.snippet_duration, dim=args.mbt_width,
+                           depth=args.mbt_depth, num_heads=args.mbt_heads)
+    audio = ASTConfig(n_frames=args.audio_frames, dim=args.mbt_width, depth=args.mbt_depth, num_heads=args.mbt_heads)
+    model = MBT(n_classes, video, audio, n_bottleneck=args.n_bottleneck, fusion_layer=args.fusion_layer,
+                drop_path=args.drop_path, grad_checkpointing=args.grad_checkpointing)
+    if pretrained and (args.videomae_weights or args.ast_weights):
+        model.load_pretrained(args.videomae_weights, args.ast_weights)
+    return model

