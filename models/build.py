@@ -3,7 +3,9 @@ pretrained weights the options name."""
 from models.ast import ASTConfig
 from models.checkpoints import load_resnet3d, load_torchvision_resnet
 from models.cten import CTEN
+from models.mart import DecoderConfig, build_mart
 from models.mbt import MBT
+from models.text import TextEncoder, bundled_text_model_path
 from models.video_vit import VideoViTConfig
 
 # Options that fix the architecture: --eval-only takes these from the checkpoint's config, not from the flags.
@@ -12,7 +14,9 @@ MODEL_OPTIONS = ("method", "modalities", "intra", "inter", "temporal_attention",
                  "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer")
 
 
-def build_model(args, n_classes: int, pretrained: bool = True):
+def build_model(args, n_classes: int, pretrained: bool = True, stage1: bool = False):
+    """CTEN, or the MBT backbone (MART's stage 2 and --method mbt); stage1=True wraps the MBT into MART's stage-1
+    model (decoder, complementary learning, text encoder)."""
     if args.method == "cten":
         model = CTEN(n_classes, args.seq_len, modalities=args.modalities, intra=args.intra,
                      inter=args.inter and args.modalities == "av", temporal_attention=args.temporal_attention,
@@ -30,4 +34,9 @@ def build_model(args, n_classes: int, pretrained: bool = True):
                 drop_path=args.drop_path, grad_checkpointing=args.grad_checkpointing)
     if pretrained and (args.videomae_weights or args.ast_weights):
         model.load_pretrained(args.videomae_weights, args.ast_weights)
-    return model
+    if not stage1:
+        return model
+    text = TextEncoder(args.text_model or bundled_text_model_path(), args.mbt_width, trainable=args.text_trainable,
+                       max_length=args.text_max_len)
+    return build_mart(model, n_classes, text, DecoderConfig(args.decoder_width, args.decoder_depth, args.decoder_heads),
+                      comp_heads=args.comp_heads)

@@ -43,12 +43,12 @@ def test_checkpoint_atomic_save_and_key_errors(tmp_path):
     assert not (tmp_path / "c.pth.tmp").exists()
     state = ckpt.load_checkpoint(path)
     ckpt.load_model_state(nn.Linear(3, 2), state["model"], path)
-    with pytest.raises(RuntimeError, match="missing keys: bias"):
+    with pytest.raises(ValueError, match="missing keys: bias"):
         ckpt.load_model_state(nn.Linear(3, 2), {"weight": state["model"]["weight"]}, path)
-    with pytest.raises(RuntimeError, match="shape mismatch"):
+    with pytest.raises(ValueError, match="shape mismatch"):
         ckpt.load_model_state(nn.Linear(4, 2), state["model"], path)
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="corrupt"):
+    with pytest.raises(ValueError, match="corrupt"):
         ckpt.load_checkpoint(tmp_path / "bad.pth")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ckpt.load_checkpoint(tmp_path / "none.pth")

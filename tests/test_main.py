@@ -1,0 +1,127 @@
+"""main.py end to end on a tiny dataset: training, resume equivalence, --eval-only, torchrun with gloo, and the
+CTEN three-view step on a fixed batch."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+import opts
+from core.engine import NonFiniteLoss, TrainContext, train_one_epoch
+from core.log import RunLogger
+from fixtures_data import make_video_root
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "cten_demo", "--seq-len", "2", "--snippet-duration", "2", "--sample-size", "16",
+        "--batch-size", "2", "--workers", "0", "--val-fraction", "0.25", "--no-progress", "--lr", "1e-3", "--positive-classes", "Joy"]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    ann = make_video_root(root, classes=("Anger", "Joy"), train_per_class=4, test_per_class=2, n_frames=8, seconds=1.0)
+    return root, ann
+
+
+def argv(tiny_root, out, name, *extra):
+    root, ann = tiny_root
+    return [*TINY, "--root", str(root), "--annotation", str(ann), "--output", str(out), "--name", name, *extra]
+
+
+def test_fixed_batch_steps_lower_the_loss(tiny_root):
+    torch.manual_seed(0)
+    args = opts.parse_args(argv(tiny_root, "unused", "x"))
+    data = main.build_datasets(args)
+    model = main.build_model(args, 2)
+    method = main.build_method(args, "cten", torch.tensor([-1, 1]), data["train"])
+    batch = main.collate_samples([data["train"][i] for i in range(4)])
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    losses = []
+    for _ in range(8):
+        loss, logs = method.train_step(model, batch, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        assert {"loss_o", "loss_k", "loss_l", "keyframe_fraction"} <= logs.keys()
+    assert losses[-1] < 0.7 * losses[0]
+    assert all(p.grad is None for p in model.visual.parameters())  # the backbone stays frozen
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_root, tmp_path):
+    assert main.main(argv(tiny_root, tmp_path, "full", "--epochs", "3")) == 0
+    assert main.main(argv(tiny_root, tmp_path, "cut", "--epochs", "1")) == 0  # "killed" after one epoch
+    assert main.main(argv(tiny_root, tmp_path, "cut", "--epochs", "3", "--resume")) == 0
+    full = torch.load(tmp_path / "full" / "last.pth", weights_only=False)
+    cut = torch.load(tmp_path / "cut" / "last.pth", weights_only=False)
+    assert full["epoch"] == cut["epoch"] == 2
+    for key, value in full["model"].items():
+        assert torch.equal(value, cut["model"][key]), key
+    assert json.loads((tmp_path / "full" / "results.json").read_text())["acc"] == \
+        json.loads((tmp_path / "cut" / "results.json").read_text())["acc"]
+
+
+def test_results_and_eval_only_agree(tiny_root, tmp_path):
+    assert main.main(argv(tiny_root, tmp_path, "run", "--epochs", "1", "--vis-videos", "1")) == 0
+    run = tmp_path / "run"
+    result = json.loads((run / "results.json").read_text())
+    assert result["n_test_videos"] == 4 and 0.0 <= result["acc"] <= 1.0
+    assert "validation subset" in result["protocol"] and len(result["confusion"]) == 2
+    assert (run / "confusion.png").is_file() and len(list((run / "timelines").glob("*.png"))) == 1
+    preds = json.loads((run / "predictions.json").read_text())
+    assert sorted(p["video_id"] for p in preds) == ["anger_4", "anger_5", "joy_4", "joy_5"]
+    assert all(p["segments"] and len(p["att_v"]) == 2 for p in preds)
+    # --eval-only takes the architecture from the checkpoint even if the flags say otherwise
+    assert main.main(argv(tiny_root, tmp_path, "eval", "--eval-only", "--checkpoint", str(run / "best.pth"),
+                          "--no-intra")) == 0
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert again["acc"] == result["acc"] and again["confusion"] == result["confusion"]
+
+
+def test_eval_only_with_a_foreign_checkpoint_is_a_clear_error(tiny_root, tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    torch.save({"model": {"nope": torch.zeros(1)}, "config": {}}, bad)
+    assert main.main(argv(tiny_root, tmp_path, "e", "--eval-only", "--checkpoint", str(bad))) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "nope" in err
+
+
+def test_missing_frames_folder_is_a_clear_error(tmp_path, capsys):
+    ann = make_video_root(tmp_path, classes=("Anger", "Joy"), train_per_class=2, test_per_class=1, n_frames=4)
+    for jpg in (tmp_path / "imgs" / "Joy" / "joy_0").iterdir():
+        jpg.unlink()
+    (tmp_path / "imgs" / "Joy" / "joy_0").rmdir()
+    code = main.main([*TINY, "--root", str(tmp_path), "--annotation", str(ann), "--output", str(tmp_path / "o"),
+                      "--epochs", "1"])
+    assert code == 2 and "joy_0" in capsys.readouterr().err
+
+
+class _NanMethod:
+    curve_names = ()
+
+    def train_step(self, model, batch, epoch):
+        return model(batch["x"]).sum() * float("nan"), {}
+
+
+def test_non_finite_loss_stops_with_a_message(tmp_path):
+    ctx = TrainContext(device=torch.device("cpu"), logger=RunLogger(tmp_path, enabled=False), progress=False)
+    model = torch.nn.Linear(2, 1)
+    loader = [{"x": torch.ones(1, 2), "video_id": ["v0"]}]
+    with pytest.raises(NonFiniteLoss, match="resume from the last checkpoint"):
+        train_one_epoch(model, _NanMethod(), loader, torch.optim.SGD(model.parameters(), lr=0.1), ctx, 0)
+
+
+def test_two_processes_with_gloo(tiny_root, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "main.py",
+           *argv(tiny_root, tmp_path, "ddp", "--epochs", "1", "--device", "cpu")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    preds = json.loads((tmp_path / "ddp" / "predictions.json").read_text())
+    assert sorted(p["video_id"] for p in preds) == ["anger_4", "anger_5", "joy_4", "joy_5"]  # gathered, no repeats
+    assert torch.load(tmp_path / "ddp" / "last.pth", weights_only=False)["epoch"] == 0
