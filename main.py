@@ -29,6 +29,7 @@ from core.log import RunLogger
 from core.losses import classification_loss
 from core.plots import confusion_figure, timeline_figure
 from datasets.annotations import DataError, class_polarity
+from datasets.feature_cache import FeatureCache, cache_expectation, grid_lookup
 from datasets.video_emotion import VideoEmotionDataset, collate_samples
 from models.build import MODEL_OPTIONS, build_model
 from models.checkpoints import CheckpointError
@@ -166,7 +167,7 @@ def evaluate_checkpoint(args, ctx: TrainContext) -> int:
             setattr(args, key, state["config"][key])
     if args.method == "mart":  # a MART run's evaluated model is its stage-2 MBT
         args.method = "mbt"
-    test = VideoEmotionDataset(**dataset_kwargs(args, "test"))
+    test = VideoEmotionDataset(**dataset_kwargs(args, "test", open_feature_cache(args)))
     labels = test.labels
     polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=ctx.device)
     model = build_model(args, len(labels), pretrained=False).to(ctx.device)
@@ -210,8 +211,9 @@ def draw_figures(args, result: dict, test_ds, labels, gt, logger) -> None:
         sample = test_ds[i]
         pred = by_id[sample["video_id"]]
         times = sample["seg_times"].numpy()
-        mid = sample["video"].shape[2] // 2
-        thumbs = [(float(t.mean()), sample["video"][j, :, mid].permute(1, 2, 0).numpy()) for j, t in enumerate(times)]
+        fi = sample["frame_indices"]
+        video = test_ds.read_frames(i, fi[:, fi.shape[1] // 2:][:, :1], sample["aug"])  # (T, 3, 1, S, S) middle frames
+        thumbs = [(float(t.mean()), video[j, :, 0].permute(1, 2, 0).numpy()) for j, t in enumerate(times)]
         curves = {k: np.array(v) for k, v in pred.items() if k.startswith(("att_", "degree_"))}
         img = timeline_figure(thumbs, times, curves, [tuple(s[:3]) for s in pred["segments"]],
                               (gt or {}).get(sample["video_id"], []), pred["pred"], pred["label"],
@@ -226,9 +228,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def dataset_kwargs(args, subset: str) -> dict:
+def open_feature_cache(args):
+    """The --feature-cache folder, checked against this run's backbone settings (a stale cache is refused)."""
+    if not args.feature_cache:
+        return None
+    if args.method != "cten":
+        raise ValueError("--feature-cache holds CTEN's frozen 3D ResNet features; it does not apply to --method "
+                         f"{args.method}")
+    expect = cache_expectation(args.annotation, args.visual_depth, args.visual_input, args.snippet_duration,
+                               args.sample_size, args.visual_weights)
+    return FeatureCache(args.feature_cache, expect=expect)
+
+
+def dataset_kwargs(args, subset: str, cache=None) -> dict:
     train = subset == "train"
-    return dict(root=args.root, annotation_path=args.annotation, subset=subset,
+    return dict(feature_cache=cache, cache_train_view=args.cache_train_view,root=args.root, annotation_path=args.annotation, subset=subset,
                 seq_len=args.seq_len if train else args.eval_seq_len, snippet_duration=args.snippet_duration,
                 sample_size=args.sample_size, training_aug=train, with_audio=args.method != "cten" or args.modalities != "v",
                 with_text=args.method == "mart" and train, audio_frames=args.audio_frames,
@@ -237,9 +251,10 @@ def dataset_kwargs(args, subset: str) -> dict:
 
 
 def build_datasets(args) -> dict:
-    return {"train": VideoEmotionDataset(**dataset_kwargs(args, "train")),
-            "val": VideoEmotionDataset(**dataset_kwargs(args, "val")) if args.val_fraction > 0 else None,
-            "test": VideoEmotionDataset(**dataset_kwargs(args, "test"))}
+    cache = open_feature_cache(args)
+    return {"train": VideoEmotionDataset(**dataset_kwargs(args, "train", cache)),
+            "val": VideoEmotionDataset(**dataset_kwargs(args, "val", cache)) if args.val_fraction > 0 else None,
+            "test": VideoEmotionDataset(**dataset_kwargs(args, "test", cache))}
 
 
 def data_summary(data: dict) -> str:
@@ -267,7 +282,8 @@ def build_method(args, kind: str, polarity, train_ds, ema=None, epochs: int = 1)
     if kind == "cten":
         from core.methods.cten import CTENMethod
         return CTENMethod(criterion, erase=args.erase, theta=args.theta, rule=args.erase_rule, views=args.erase_views,
-                          reduction=args.loss_reduction, read_frames=train_ds.read_frames if train_ds else None)
+                          reduction=args.loss_reduction, read_frames=train_ds.read_frames if train_ds else None,
+                          grid_lookup=grid_lookup if args.feature_cache else None)
     if kind == "mart":
         from core.methods.mart import MARTMethod
         from datasets.lexicon import EmotionLexicon

@@ -19,10 +19,11 @@ _MBT_OFFICIAL = dict(method="mbt", optimizer="adam", lr=1e-4, weight_decay=1e-3,
                      seq_len=12, eval_seq_len=16, snippet_duration=16, sample_size=112, loss="pcce",
                      ema_decay=0.999, seed=3407, spec_augment=True)
 # The demo: tiny models that train on the built-in demo set in minutes on 2 CPU cores.
-_DEMO_DATA = dict(root="data/demo/data", annotation="data/demo/data/ve8.json", seq_len=6, snippet_duration=8, sample_size=64, workers=2, val_fraction=0.15)
+_DEMO_DATA = dict(root="data/demo/data", seq_len=6, snippet_duration=8, sample_size=64, workers=2, val_fraction=0.15)
 
 PRESETS = {
     "cten_demo": dict(_DEMO_DATA, method="cten", visual_depth=10, visual_input="kinetics400", audio_arch="resnet18",
+                      audio_first_conv="imagenet",
                       optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8, epochs=12, loss="ce"),
     "cten_ve8": dict(_CTEN_OFFICIAL, annotation_name="ve8.json"),
     "cten_ek6": dict(_CTEN_OFFICIAL, annotation_name="ek6.json"),
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--on-missing-video", choices=["error", "skip"], default="error",
                    help="an annotated video without a frame folder: stop, or skip it (counted and reported)")
     g.add_argument("--default-fps", type=float, default=30.0, help="fps when neither an fps file nor audio tells it")
+    g.add_argument("--feature-cache", default=None,
+                   help="CTEN: folder written by tools/extract_features.py; the loaders return cached backbone "
+                        "features instead of frames (the end-to-end path stays the reference)")
+    g.add_argument("--cache-train-view", choices=["aug", "random"], default="aug",
+                   help="stored spatial view used in training: the one matching the drawn crop/flip, or any")
     g.add_argument("--workers", type=int, default=4, help="DataLoader worker processes")
 
     g = p.add_argument_group("CTEN model")
@@ -89,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input scaling the visual checkpoint was trained with")
     g.add_argument("--visual-weights", default=None, help="3D ResNet Kinetics checkpoint (.pth)")
     g.add_argument("--audio-arch", choices=["resnet18", "resnet50"], default="resnet18")
+    g.add_argument("--audio-first-conv", choices=["official", "imagenet"], default="official",
+                   help="official: 1-channel (7,1) conv, stride (2,1); imagenet: torchvision's 7x7 stride-2 conv on 1 "
+                        "channel (half the compute; takes the ImageNet kernel summed over RGB with --audio-weights)")
     g.add_argument("--audio-weights", default=None, help="torchvision ImageNet state_dict for the audio ResNet")
     g.add_argument("--dropout", type=float, default=0.2)
 

@@ -26,6 +26,13 @@ Sample dict (T = seq_len, L = snippet_duration, S = sample_size, F = audio_frame
                                             else default_fps
     texts          list[str] (T,)           transcript text per segment ('' when none or with_text=False)
 
+With a feature cache (`feature_cache`, CTEN's frozen backbone run once by tools/extract_features.py) `video`
+is replaced by
+    visual_feats   float32 (T, D)           cached features of the sampled snippets (nearest grid snippet)
+    grid_feats     float16 (G, D)           training only: the video's whole grid in the same spatial view,
+    grid_starts    int64   (G,)             and each grid snippet's first frame (for the erased views);
+                                            collate pads them to the longest grid of the batch
+
 `collate_samples` stacks the tensors (adding a leading B) and turns str / list fields into lists.
 
 Subsets: 'train' = the official training subset minus a carved validation subset (`val_fraction`,
@@ -54,6 +61,7 @@ from torch.utils.data import Dataset
 from datasets.annotations import (DataError, TEST_SUBSET, TRAIN_SUBSET, carve_validation, load_annotation,
                                   subset_entries)
 from datasets.audio import SAMPLE_RATE, audio_duration, decode_audio, segment_features
+from datasets.feature_cache import pad_grids
 from datasets.frames import count_frames, draw_spatial_aug, read_fps, read_frames, tsn_sample
 from datasets.transcripts import read_srt, segment_texts
 
@@ -82,7 +90,8 @@ class VideoEmotionDataset(Dataset):
                  with_text: bool = False, val_fraction: float = 0.1, val_seed: int = 0,
                  missing_audio: str = "error", on_missing: str = "error", default_fps: float = 30.0,
                  decode_threads: int = 4, sample_rate: int = SAMPLE_RATE,
-                 frames_dir: str = "imgs", audio_dir: str = "mp3", srt_dir: str = "srt"):
+                 frames_dir: str = "imgs", audio_dir: str = "mp3", srt_dir: str = "srt",
+                 feature_cache=None, cache_train_view: str = "aug"):
         if subset not in ("train", "val", "test"):
             raise ValueError(f"subset must be 'train', 'val' or 'test', got {subset!r}")
         if missing_audio not in ("error", "zeros"):
@@ -102,6 +111,9 @@ class VideoEmotionDataset(Dataset):
         self.spec_augment, self.freq_mask, self.time_mask = spec_augment, freq_mask, time_mask
         self.missing_audio, self.default_fps = missing_audio, float(default_fps)
         self.decode_threads, self.sample_rate = decode_threads, sample_rate
+        if cache_train_view not in ("aug", "random"):
+            raise ValueError(f"cache_train_view must be 'aug' or 'random', got {cache_train_view!r}")
+        self.feature_cache, self.cache_train_view = feature_cache, cache_train_view
 
         data = load_annotation(annotation_path)
         self.labels = list(data["labels"])
@@ -172,7 +184,6 @@ class VideoEmotionDataset(Dataset):
         seg_times = seg_bounds.double() / fps  # (T, 2)
         aug = draw_spatial_aug(self.training_aug, g)
         sample = {
-            "video": self.read_frames(index, frame_indices, aug),
             "label": torch.tensor(v["label"], dtype=torch.long),
             "index": torch.tensor(index, dtype=torch.long),
             "video_id": v["video_id"],
@@ -184,6 +195,10 @@ class VideoEmotionDataset(Dataset):
             "fps": torch.tensor(fps, dtype=torch.float32),
             "texts": self._texts(index, seg_times, v["n_frames"] / fps),
         }
+        if self.feature_cache is None:
+            sample["video"] = self.read_frames(index, frame_indices, aug)
+        else:
+            sample.update(self._cached_features(v, frame_indices, aug, g))
         if self.with_audio:
             if wave is None:
                 wave = torch.zeros(max(1, round(v["n_frames"] / fps * self.sample_rate)))
@@ -192,6 +207,17 @@ class VideoEmotionDataset(Dataset):
                 training=self.training_aug, spec_aug=self.spec_augment and self.training_aug,
                 freq_mask=self.freq_mask, time_mask=self.time_mask, generator=g)  # (T, F, 128)
         return sample
+
+    def _cached_features(self, v: dict, frame_indices: torch.Tensor, aug: torch.Tensor, g) -> dict:
+        """With a feature cache (datasets/feature_cache.py): the sampled snippets' features 'visual_feats' (T, D)
+        from the stored spatial view standing in for the frames' transform (the one matching this draw's crop and
+        flip, or a random one), and in training the video's whole grid for the erased views."""
+        cache = self.feature_cache
+        view = cache.random_view(g) if (self.training_aug and self.cache_train_view == "random") else cache.view_for_aug(aug)
+        out = {"visual_feats": cache.lookup(v["video_id"], view, frame_indices[:, 0], v["n_frames"])}
+        if self.training_aug:
+            out["grid_feats"], out["grid_starts"] = cache.grid(v["video_id"], view, dtype=torch.float16)
+        return out
 
     def read_frames(self, index: int, frame_indices: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
         """More frames of video `index` with the spatial draw `aug`: (T, L) -> uint8 (T, 3, L, S, S)."""
@@ -264,5 +290,8 @@ def collate_samples(samples: list) -> dict:
     batch = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        batch[key] = torch.stack(values) if torch.is_tensor(values[0]) else values
+        if key in ("grid_feats", "grid_starts"):  # one grid per video, of different lengths
+            batch[key] = pad_grids(values)
+        else:
+            batch[key] = torch.stack(values) if torch.is_tensor(values[0]) else values
     return batch

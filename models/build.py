@@ -10,7 +10,7 @@ from models.video_vit import VideoViTConfig
 
 # Options that fix the architecture: --eval-only takes these from the checkpoint's config, not from the flags.
 MODEL_OPTIONS = ("method", "modalities", "intra", "inter", "temporal_attention", "nonlocal_init", "visual_depth",
-                 "visual_input", "audio_arch", "dropout", "seq_len", "eval_seq_len", "snippet_duration", "sample_size",
+                 "visual_input", "audio_arch", "audio_first_conv", "dropout", "seq_len", "eval_seq_len", "snippet_duration", "sample_size",
                  "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer")
 
 
@@ -21,7 +21,7 @@ def build_model(args, n_classes: int, pretrained: bool = True, stage1: bool = Fa
         model = CTEN(n_classes, args.seq_len, modalities=args.modalities, intra=args.intra,
                      inter=args.inter and args.modalities == "av", temporal_attention=args.temporal_attention,
                      nonlocal_init=args.nonlocal_init, visual_depth=args.visual_depth, visual_input=args.visual_input,
-                     audio_arch=args.audio_arch, dropout=args.dropout)
+                     audio_arch=args.audio_arch, audio_first_conv=args.audio_first_conv, dropout=args.dropout)
         if pretrained and args.visual_weights and model.visual is not None:
             load_resnet3d(args.visual_weights, model.visual)
         if pretrained and args.audio_weights and model.audio is not None:

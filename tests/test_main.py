@@ -125,3 +125,32 @@ def test_two_processes_with_gloo(tiny_root, tmp_path):
     preds = json.loads((tmp_path / "ddp" / "predictions.json").read_text())
     assert sorted(p["video_id"] for p in preds) == ["anger_4", "anger_5", "joy_4", "joy_5"]  # gathered, no repeats
     assert torch.load(tmp_path / "ddp" / "last.pth", weights_only=False)["epoch"] == 0
+
+
+def test_training_from_the_feature_cache(tiny_root, tmp_path):
+    root, ann = tiny_root
+    cache = tmp_path / "cache"
+    extract = [sys.executable, "tools/extract_features.py", "--root", str(root), "--annotation", str(ann),
+               "--out", str(cache), "--visual-depth", "10", "--visual-input", "kinetics400", "--snippet-duration", "2",
+               "--sample-size", "16", "--stride", "2", "--views", "crops", "--workers", "0", "--no-progress"]
+    proc = subprocess.run(extract, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = str(cache / "backbone_random_init.pth")
+    cached = argv(tiny_root, tmp_path, "cached", "--epochs", "1", "--feature-cache", str(cache),
+                  "--visual-weights", weights)
+    # one training batch from the cache carries features, not frames, and the CTEN step runs its erased views on it
+    args = opts.parse_args(cached)
+    data = main.build_datasets(args)
+    batch = main.collate_samples([data["train"][i] for i in range(2)])
+    assert "video" not in batch and batch["visual_feats"].shape == (2, 2, 512)
+    assert batch["grid_feats"].shape[:2] == batch["grid_starts"].shape
+    model = main.build_model(args, 2)
+    method = main.build_method(args, "cten", torch.tensor([-1, 1]), data["train"])
+    loss, logs = method.train_step(model, batch, 0)
+    assert torch.isfinite(loss) and "loss_k" in logs
+    assert main.main(cached) == 0
+    assert json.loads((tmp_path / "cached" / "results.json").read_text())["n_test_videos"] == 4
+    # a cache built for another backbone is refused with the field named
+    wrong = argv(tiny_root, tmp_path, "wrong", "--epochs", "1", "--feature-cache", str(cache), "--visual-weights",
+                 weights, "--snippet-duration", "4")
+    assert main.main(wrong) == 2
