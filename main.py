@@ -172,6 +172,9 @@ def evaluate_checkpoint(args, ctx: TrainContext) -> int:
     polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=ctx.device)
     model = build_model(args, len(labels), pretrained=False).to(ctx.device)
     ckpt.load_model_state(model, state["model"], args.checkpoint)
+    if ctx.dist.is_main:
+        ctx.logger.run_dir.mkdir(parents=True, exist_ok=True)
+        opts.save_config(args, ctx.logger.run_dir / "config.json")
     method = build_method(args, args.method, polarity, None)
     return report_test(args, model, method, test, labels, polarity, ctx, selected_epoch=state.get("epoch"), best_val=None)
 
@@ -242,7 +245,8 @@ def open_feature_cache(args):
 
 def dataset_kwargs(args, subset: str, cache=None) -> dict:
     train = subset == "train"
-    return dict(feature_cache=cache, cache_train_view=args.cache_train_view,root=args.root, annotation_path=args.annotation, subset=subset,
+    return dict(feature_cache=cache, cache_train_view=args.cache_train_view,
+                root=args.root, annotation_path=args.annotation, subset=subset,
                 seq_len=args.seq_len if train else args.eval_seq_len, snippet_duration=args.snippet_duration,
                 sample_size=args.sample_size, training_aug=train, with_audio=args.method != "cten" or args.modalities != "v",
                 with_text=args.method == "mart" and train, audio_frames=args.audio_frames,

@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("detection and visualisation")
     g.add_argument("--gt-segments", default=None, help="JSON video_id -> [[start, end], ...] to score detection")
+    add_detection_options(g)
+    g.add_argument("--vis-videos", type=int, default=4, help="test videos drawn as timelines in TensorBoard")
+    return p
+
+
+def add_detection_options(g) -> None:
+    """The --det-* flags of the detection rule (core/detection.py), shared with tools/predict.py."""
     g.add_argument("--det-combine", choices=["min", "product", "mean", "visual", "audio"], default="min",
                    help="how the modality curves combine after min-max normalisation (min = the erasing rule)")
     g.add_argument("--det-normalise", choices=["minmax", "none"], default="minmax")
@@ -175,8 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--det-score", choices=["mean", "max"], default="mean")
     g.add_argument("--det-score-source", choices=["normalised", "raw"], default="normalised")
     g.add_argument("--det-class-prob", action=B, default=True, help="multiply scores by the predicted class probability")
-    g.add_argument("--vis-videos", type=int, default=4, help="test videos drawn as timelines in TensorBoard")
-    return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -36,7 +36,7 @@ COMBINE = ("min", "product", "mean", "visual", "audio")
 NORMALISE = ("minmax", "none")
 SCORE = ("mean", "max")
 SCORE_SOURCE = ("normalised", "raw")
-MODALITY_KEY = {"visual": "att_v", "audio": "att_a"}
+MODALITY_SUFFIX = {"visual": "_v", "audio": "_a"}  # CTEN's att_v / att_a, MART's degree_v / degree_a
 CONSTANT_RTOL = 1e-6
 GAP_TOL = 1e-6  # seconds; absorbs float32 round-off of shared segment bounds
 
@@ -68,18 +68,20 @@ def minmax_normalise(att) -> np.ndarray:
 def combine_attention(curves: Mapping, how: str = "min") -> np.ndarray:
     """Per-curve min-max normalisation, then a per-segment combination -> (T,) float64 in [0, 1].
 
-    curves: {name: (T,)}, keyed like the model's outputs ('att_v', 'att_a'); 'visual' / 'audio' pick
-    'att_v' / 'att_a'. 'min' / 'product' / 'mean' combine every curve given.
+    curves: {name: (T,)}, keyed like the model's outputs ('att_v', 'att_a' or 'degree_v', 'degree_a');
+    'visual' / 'audio' pick the curve whose name ends in '_v' / '_a'. 'min' / 'product' / 'mean' combine
+    every curve given.
     """
     if how not in COMBINE:
         raise ValueError(f"unknown attention combination {how!r}; choose from {COMBINE}")
     if not curves:
         raise ValueError("combine_attention needs at least one attention curve")
-    if how in MODALITY_KEY:
-        key = MODALITY_KEY[how]
-        if key not in curves:
-            raise ValueError(f"combination {how!r} needs the {key!r} curve; the model gave {sorted(curves)}")
-        return minmax_normalise(_curve(curves[key], key))
+    if how in MODALITY_SUFFIX:
+        keys = [k for k in curves if k.endswith(MODALITY_SUFFIX[how])]
+        if len(keys) != 1:
+            raise ValueError(f"combination {how!r} needs one curve named '*{MODALITY_SUFFIX[how]}'; the model gave "
+                             f"{sorted(curves)}")
+        return minmax_normalise(_curve(curves[keys[0]], keys[0]))
     normed = [minmax_normalise(_curve(c, name)) for name, c in curves.items()]
     if len({len(c) for c in normed}) != 1:
         raise ValueError(f"attention curves differ in length: { {k: len(_numpy(v)) for k, v in curves.items()} }")

@@ -32,6 +32,9 @@ class TextEncoder(nn.Module):
     def __init__(self, path, out_dim: int, trainable: bool = False, max_length: int = 64):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a Hugging Face model folder (no config.json); pass the folder of a "

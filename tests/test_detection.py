@@ -87,8 +87,10 @@ def test_combine_attention_modes():
     # a constant modality (e.g. silent audio) does not veto the other
     flat = {"att_v": [0.0, 2.0, 1.0], "att_a": [0.5, 0.5, 0.5]}
     np.testing.assert_allclose(combine_attention(flat, "product"), [0.0, 1.0, 0.5])
-    with pytest.raises(ValueError, match="needs the 'att_a' curve"):
+    with pytest.raises(ValueError, match=r"needs one curve named '\*_a'"):
         combine_attention({"att_v": [1.0, 2.0]}, "audio")
+    degrees = {"degree_v": [0.0, 1.0, 2.0, 4.0], "degree_a": [4.0, 3.0, 2.0, 0.0]}  # MART's curves
+    np.testing.assert_allclose(combine_attention(degrees, "visual"), [0.0, 0.25, 0.5, 1.0])
     with pytest.raises(ValueError, match="differ in length"):
         combine_attention({"att_v": [1.0, 2.0], "att_a": [1.0, 2.0, 3.0]})
     with pytest.raises(ValueError, match="unknown attention combination"):

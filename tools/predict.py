@@ -1,0 +1,432 @@
+"""Predict the emotion of one video file and find its emotional segments, with a checkpoint written by main.py.
+
+    python tools/predict.py VIDEO --checkpoint runs/cten_demo/best.pth [--out predictions] [--top 3]
+    python tools/predict.py clip.mkv --checkpoint runs/mart_ve8/stage2/best.pth --srt clip.srt --device cuda
+
+The video is decoded in memory with PyAV (nothing but the outputs is written) into the inputs the evaluation
+loader (datasets/video_emotion.py) builds from `python tools/preprocess` output, with the checkpoint's T
+(eval_seq_len), L (snippet_duration) and S (sample_size):
+  frames    every decoded frame, turned upright and resized to a short side of --short-side pixels with the
+            area filter, as preprocess extracts them (default: the short side the checkpoint's data root was
+            preprocessed with, read from its .preprocess records when that root is here, else 240, preprocess's
+            default); then as the loader reads a JPEG: the power-of-two reduction of PIL's JPEG draft and the
+            centre square resized to S. There is no JPEG round trip, so pixels differ from the dataset's by the
+            JPEG loss. Memory: n_frames x S x S x 3 bytes (about 38 KB a frame at S = 112).
+  sampling  TSN, the centred snippet of each of the T segments (loop-padded below T x L frames); the frame rate
+            is the stream's average rate, seg_times = segment bounds / fps.
+  audio     the first audio stream mixed down to mono at 16 kHz (as preprocess writes it), then the loader's
+            per-segment fbank windows (datasets/audio.py). When the model uses audio, a video without an audio
+            stream (or without decodable samples) gets silence, with a warning.
+  text      MART checkpoints only, reported per segment (no model reads text at inference): --srt, else the
+            sidecar VIDEO.srt, else an embedded text subtitle stream, else speech recognition (--asr, default
+            none). Other checkpoints ignore --srt and --asr.
+Too short: a video that decodes to fewer frames than one snippet (L frames) is refused, although the loader would
+loop-pad it, because no segment of it holds L distinct consecutive frames.
+
+The model is built from the checkpoint's config (cten, or the MBT of mbt / MART stage-2 checkpoints) and loaded
+strictly. The console shows the top emotions and the emotional segments in seconds, found by the documented rule
+of core/detection.py; its options (--det-*) default to the checkpoint's run configuration (opts.py's defaults
+unless that run changed them). Writes OUT/<video>.json (probabilities, top-k, segments in the clip's time,
+sampled_segments in seg_times' time (they differ for a loop-padded clip only: see fold_segments), attention curves,
+segment times, frame indices, transcript texts, warnings) and OUT/<video>.png (core/plots.timeline_figure with the
+middle frame of each snippet). Exit status 0, or 2 with a message naming the file and the fix for bad input (VEA_DEBUG=1 shows the
+traceback).
+"""
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import opts  # noqa: E402
+from core import checkpoint as ckpt  # noqa: E402
+from core.detection import detect_batch  # noqa: E402
+from core.engine import to_device  # noqa: E402
+from core.plots import timeline_figure  # noqa: E402
+from datasets.annotations import DataError, class_polarity, load_annotation  # noqa: E402
+from datasets.audio import SAMPLE_RATE, segment_features  # noqa: E402
+from datasets.frames import IDENTITY_AUG, apply_spatial_aug, tsn_sample  # noqa: E402
+from datasets.transcripts import segment_texts  # noqa: E402
+from datasets.video_emotion import collate_samples  # noqa: E402
+from main import build_method  # noqa: E402
+from models.build import build_model  # noqa: E402
+from models.checkpoints import CheckpointError  # noqa: E402
+from tools.preprocess.asr import check_engine, transcribe  # noqa: E402
+from tools.preprocess.audio import decode_audio  # noqa: E402
+from tools.preprocess.subtitles import embedded_subtitles, read_sidecar  # noqa: E402
+from tools.preprocess.video import REENCODE_FIX, frame_rate, open_media, upright_image  # noqa: E402
+
+DEFAULT_SHORT_SIDE = 240  # tools/preprocess --short-side default
+DRAFT_SCALES = (8, 4, 2, 1)  # the reductions PIL's JPEG draft can apply
+
+
+class PredictWarning(UserWarning):
+    """Something about the input the user should know (silence used for missing audio, no transcript, ...)."""
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+
+
+def draft_scale(width: int, height: int, size: int) -> int:
+    """The reduction PIL's JPEG draft applies when datasets/frames.decode_frame asks for (size, size): the largest
+    of 8, 4, 2, 1 not above min(width // size, height // size)."""
+    fit = min(width // size, height // size)
+    return next(s for s in DRAFT_SCALES if fit >= s)
+
+
+def loader_view(img: Image.Image, size: int) -> np.ndarray:
+    """A frame as the evaluation loader sees its JPEG: the draft's power-of-two box reduction, then the centre
+    square resized to size -> uint8 (size, size, 3)."""
+    scale = draft_scale(img.width, img.height, size)
+    if scale > 1:
+        img = img.reduce(scale)  # rounds up like the draft
+    return np.asarray(apply_spatial_aug(img, torch.tensor(IDENTITY_AUG), size))
+
+
+def decode_frames(path, sample_size: int, short_side: int = DEFAULT_SHORT_SIDE) -> tuple:
+    """Every frame of the first video stream as the loader sees it -> (uint8 (N, S, S, 3), fps).
+
+    Packets that fail to decode are skipped (a warning), as preprocess does. A missing, empty or unreadable file,
+    one without a video stream or without a decodable frame, raises DataError naming it.
+    """
+    path = Path(path)
+    frames, bad_packets = [], 0
+    with open_media(path) as container:
+        if not container.streams.video:
+            raise DataError(path, "no video stream (audio-only or not a video file)", "pass a video file")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError:
+                    bad_packets += 1
+                    continue
+                frames += [loader_view(upright_image(f, short_side), sample_size) for f in decoded]
+        except av.error.FFmpegError as e:
+            if not frames:
+                raise DataError(path, f"cannot demux the video stream ({e})", REENCODE_FIX) from None
+            warnings.warn(f"{path}: video stream cut short after {len(frames)} frames ({e})", PredictWarning)
+        if not frames:
+            raise DataError(path, "the video stream has no decodable frame", REENCODE_FIX)
+        if bad_packets:
+            warnings.warn(f"{path}: {bad_packets} video packets failed to decode and were skipped", PredictWarning)
+        duration_s = float(stream.duration * stream.time_base) if stream.duration else 0.0
+        fps = round(frame_rate(stream, len(frames), duration_s), 6)  # as preprocess writes the fps file
+    if fps <= 0:
+        raise DataError(path, "the frame rate is unknown (no rate and no duration in the file)", REENCODE_FIX)
+    return np.stack(frames), fps
+
+
+def decode_wave(path) -> Optional[torch.Tensor]:
+    """The first audio stream as preprocess writes it (16 kHz mono int16) and the loader reads it back -> float32
+    (N,) in [-1, 1]; None when the file has no audio stream or no decodable sample."""
+    samples, notes = decode_audio(Path(path), SAMPLE_RATE, 1)  # int16 (1, N) or None
+    for note in notes:
+        warnings.warn(f"{path}: {note}", PredictWarning)
+    if samples is None or samples.shape[1] == 0:
+        return None
+    return torch.from_numpy(samples[0].astype(np.float32) / 32768.0)
+
+
+def find_cues(path, srt=None, asr: str = "none", wave: Optional[torch.Tensor] = None) -> tuple:
+    """Transcript cues and their source: `srt`, else the sidecar <video>.srt, else an embedded text subtitle
+    stream, else speech recognition with `asr` on `wave` (16 kHz). -> ([cue with .start .end .text], source | None)."""
+    path = Path(path)
+    if srt is not None:
+        srt = Path(srt)
+        if not srt.is_file():
+            raise DataError(srt, "transcript file not found", "pass an existing .srt with --srt, or leave --srt out")
+        return read_sidecar(srt), "srt"
+    sidecar = path.with_suffix(".srt")
+    if sidecar.is_file():
+        cues = read_sidecar(sidecar)
+        if cues:
+            return cues, "sidecar"
+    cues = embedded_subtitles(path)
+    if cues:
+        return cues, "embedded"
+    if asr == "none" or wave is None:
+        return [], None
+    pcm = (wave * 32768).round().clamp(-32768, 32767).to(torch.int16).numpy()  # decode_wave's samples back
+    return transcribe(pcm, asr, None), asr
+
+
+def load_video_inputs(path, seq_len: int, snippet_duration: int, sample_size: int,
+                      short_side: int = DEFAULT_SHORT_SIDE, with_audio: bool = True, audio_frames: int = 100,
+                      with_text: bool = False, srt=None, asr: str = "none") -> dict:
+    """One video file -> the evaluation sample dict of datasets/video_emotion.py (see its docstring) without
+    'label' and 'index' (the file has neither), plus 'sources': {'audio': 'stream' | 'silence' | None,
+    'transcript': 'srt' | 'sidecar' | 'embedded' | <asr engine> | None}.
+
+    video uint8 (T, 3, L, S, S), audio float32 (T, audio_frames, 128) (with_audio), frame_indices (T, L),
+    seg_bounds (T, 2), seg_times float32 (T, 2) seconds, aug (8,) (the identity draw), n_frames, fps, texts (T,).
+    Raises DataError (datasets' or tools/preprocess's: both ValueErrors naming the file and the fix) for a file
+    that cannot be used, including one shorter than snippet_duration frames.
+    """
+    path = Path(path)
+    frames, fps = decode_frames(path, sample_size, short_side)  # (N, S, S, 3)
+    n_frames = frames.shape[0]
+    if n_frames < snippet_duration:
+        raise DataError(path, f"too short: {n_frames} frame(s), fewer than one snippet of {snippet_duration} frames",
+                        f"pass a video of at least {snippet_duration} frames ({snippet_duration / fps:.2f} s here)")
+    frame_indices, seg_bounds = tsn_sample(torch.arange(n_frames), seq_len, snippet_duration, training=False)
+    seg_times = seg_bounds.double() / fps  # (T, 2)
+    video = torch.from_numpy(frames)[frame_indices]  # (T, L, S, S, 3)
+    sample = {
+        "video": video.permute(0, 4, 1, 2, 3).contiguous(),  # (T, 3, L, S, S)
+        "video_id": path.stem,
+        "frame_indices": frame_indices,
+        "seg_bounds": seg_bounds,
+        "seg_times": seg_times.float(),
+        "aug": torch.tensor(IDENTITY_AUG),
+        "n_frames": torch.tensor(n_frames, dtype=torch.long),
+        "fps": torch.tensor(fps, dtype=torch.float32),
+        "texts": [""] * seq_len,
+        "sources": {"audio": None, "transcript": None},
+    }
+    wave = decode_wave(path) if with_audio or (with_text and asr != "none") else None  # (N,) or None
+    if with_audio:
+        sample["sources"]["audio"] = "stream" if wave is not None else "silence"
+        heard = wave
+        if wave is None:
+            warnings.warn(f"{path}: no audio stream with decodable samples; the model gets silence", PredictWarning)
+            heard = torch.zeros(max(1, round(n_frames / fps * SAMPLE_RATE)))
+        sample["audio"] = segment_features(heard, seg_times, SAMPLE_RATE, audio_frames)  # (T, F, 128)
+    if with_text:
+        cues, sample["sources"]["transcript"] = find_cues(path, srt, asr, wave)
+        sample["texts"] = segment_texts(cues, seg_times, n_frames / fps)
+    return sample
+
+
+# --------------------------------------------------------------------------------------------- checkpoint
+
+
+def preprocessed_short_side(root) -> Optional[int]:
+    """The --short-side a dataset root was preprocessed with, from the first readable preprocess record; None
+    when the root or its records are not here."""
+    records = Path(root) / ".preprocess" / "records"
+    for record in records.glob("*/*.json"):
+        try:
+            return int(json.loads(record.read_text())["settings"]["short_side"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def checkpoint_args(config: dict, overrides: Optional[dict] = None) -> argparse.Namespace:
+    """opts.py's defaults, then the checkpoint's resolved config, then `overrides`."""
+    args = opts.build_parser().parse_args([])
+    vars(args).update(config)
+    vars(args).update(overrides or {})
+    return args
+
+
+def checkpoint_labels(state: dict, args: argparse.Namespace, path) -> list:
+    """Class names: best.pth stores them; a last.pth takes them from its run's annotation file."""
+    if state.get("labels"):
+        return list(state["labels"])
+    if args.annotation and Path(args.annotation).is_file():
+        return load_annotation(args.annotation)["labels"]
+    raise CheckpointError(f"checkpoint {path} holds no class names and its annotation file {args.annotation} is "
+                          "not here; pass the run's best.pth (it stores them)")
+
+
+def load_predictor(path, device: torch.device, overrides: Optional[dict] = None) -> tuple:
+    """A checkpoint written by main.py -> (model in eval mode on device, method, args, labels)."""
+    state = ckpt.load_checkpoint(path)
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict)):
+        raise CheckpointError(f"checkpoint {path} is not a best.pth / last.pth written by main.py (expected a dict "
+                              "with 'model' and 'config'); pass one of those")
+    args = checkpoint_args(state["config"], overrides)
+    if args.method == "mart" and any(k.startswith("mbt.") for k in state["model"]):
+        raise CheckpointError(f"checkpoint {path} is a MART stage-1 model (no trained classifier); pass the "
+                              "stage-2 checkpoint of the same run (<run>/stage2/best.pth)")
+    labels = checkpoint_labels(state, args, path)
+    model = build_model(args, len(labels), pretrained=False)
+    ckpt.load_model_state(model, state["model"], path)
+    polarity = torch.tensor(class_polarity(labels, args.positive_classes))
+    method = build_method(args, "cten" if args.method == "cten" else "mbt", polarity, None)
+    return model.to(device).eval(), method, args, labels
+
+
+# ---------------------------------------------------------------------------------------------- prediction
+
+
+def fold_segments(segments, duration: float) -> list:
+    """Detections in the loop-padded time of seg_times -> the clip's own time [0, duration].
+
+    A clip shorter than T x L frames is loop-padded, so time t past the duration shows the clip at t mod duration
+    (datasets/video_emotion.py). Each (start, end, score) is shifted into [0, duration) and split where it wraps
+    (one at least the duration long covers the clip); overlapping or touching results merge, keeping the highest
+    score. Returns [(start, end, score)] by start time.
+    """
+    pieces = []
+    for start, end, score in segments:
+        if end - start >= duration:
+            pieces.append((0.0, duration, score))
+            continue
+        s = start % duration
+        e = s + (end - start)
+        pieces += [(s, min(e, duration), score)] + ([(0.0, e - duration, score)] if e > duration else [])
+    merged = []
+    for s, e, score in sorted(p for p in pieces if p[1] - p[0] > 1e-6):  # no float32 round-off slivers
+        if merged and s <= merged[-1][1] + 1e-6:
+            last = merged[-1]
+            merged[-1] = (last[0], max(last[1], e), max(last[2], score))
+        else:
+            merged.append((s, e, score))
+    return merged
+
+
+
+def predict(model, method, sample: dict, labels: list, device: torch.device, rule: dict, top: int = 3) -> dict:
+    """Runs the method's prediction on one sample -> the JSON record (see the module docstring)."""
+    batch = to_device(collate_samples([{k: v for k, v in sample.items() if k != "sources"}]), device)
+    with torch.no_grad():
+        out = method.predict(model, batch)
+    logits = out["logits"].float().cpu()  # (1, C)
+    probs = logits.softmax(dim=1)[0]
+    curves = {c: out[c].float().cpu() for c in method.curve_names if c in out}  # {name: (1, T)}
+    seg_times = sample["seg_times"]
+    detections = detect_batch(curves, seg_times[None], [sample["video_id"]], logits, **rule)[sample["video_id"]]
+    order = probs.argsort(descending=True)[:max(1, top)].tolist()
+    n_frames, fps = int(sample["n_frames"]), float(sample["fps"])
+    sampled = [(s, e, sc) for s, e, sc, _ in detections]  # in seg_times' (loop-padded) time
+    return {
+        "video_id": sample["video_id"],
+        "pred": labels[order[0]],
+        "probs": {c: round(float(p), 6) for c, p in zip(labels, probs)},
+        "top": [{"label": labels[i], "prob": round(float(probs[i]), 6)} for i in order],
+        "segments": [{"start": s, "end": e, "score": sc} for s, e, sc in fold_segments(sampled, n_frames / fps)],
+        "sampled_segments": [{"start": s, "end": e, "score": sc} for s, e, sc in sampled],
+        "curves": {c: v[0].tolist() for c, v in curves.items()},
+        "seg_times": seg_times.tolist(),
+        "frame_indices": sample["frame_indices"].tolist(),
+        "n_frames": n_frames,
+        "fps": fps,
+        "duration": n_frames / fps,
+        "texts": sample["texts"],
+        "sources": sample["sources"],
+        "detection_rule": rule,
+    }
+
+
+def draw(record: dict, sample: dict, labels: list, path) -> np.ndarray:
+    """The timeline PNG: the middle frame of each snippet over the attention curves and the detected segments, in
+    seg_times' time (past the clip's duration for a loop-padded clip)."""
+    times = sample["seg_times"].numpy()
+    mid = sample["video"].shape[2] // 2
+    thumbs = [(float(t.mean()), sample["video"][j, :, mid].permute(1, 2, 0).numpy()) for j, t in enumerate(times)]
+    return timeline_figure(thumbs, times, {k: np.array(v) for k, v in record["curves"].items()},
+                           [(s["start"], s["end"], s["score"]) for s in record["sampled_segments"]], (),
+                           record["pred"], "(unlabelled)", probs=np.array([record["probs"][c] for c in labels]),
+                           class_names=labels, title=record["video"], path=path)
+
+
+def summary(record: dict) -> str:
+    sources = "".join(f"; {k}: {v or 'none'}" for k, v in record["sources"].items()
+                      if v is not None or (k == "transcript" and record["method"] == "mart"))
+    lines = [f"{record['video']}: {record['n_frames']} frames at {record['fps']:g} fps ({record['duration']:.2f} s); "
+             f"{record['method']} checkpoint, {len(record['seg_times'])} segments{sources}",
+             "top emotions: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in record["top"]),
+             "emotional segments (start - end seconds, score):"]
+    lines += [f"  {s['start']:7.2f} - {s['end']:7.2f}  {s['score']:.3f}" for s in record["segments"]] or ["  none"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python tools/predict.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video", type=Path, help="video file (any container FFmpeg reads)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="best.pth or last.pth written by main.py")
+    p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: %(default)s)")
+    p.add_argument("--top", type=int, default=3, help="emotions to list (default: %(default)s)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: cuda when available (default: %(default)s)")
+    p.add_argument("--short-side", type=int, default=None,
+                   help="frame short side before cropping, as preprocess --short-side (default: the checkpoint "
+                        f"data's, else {DEFAULT_SHORT_SIDE})")
+    p.add_argument("--srt", type=Path, default=None, help="transcript (MART checkpoints; default: sidecar VIDEO.srt, "
+                   "else embedded subtitles, else --asr)")
+    p.add_argument("--asr", choices=["none", "pocketsphinx"], default="none",
+                   help="speech recognition when a MART checkpoint's video has no transcript (default: %(default)s)")
+    g = p.add_argument_group("detection rule (core/detection.py; default: the checkpoint run's setting)")
+    opts.add_detection_options(g)
+    for action in g._group_actions:
+        action.default = argparse.SUPPRESS
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def run(cli: argparse.Namespace) -> int:
+    if cli.top < 1:
+        raise ValueError(f"--top must be >= 1, got {cli.top}")
+    if cli.short_side is not None and cli.short_side < 0:
+        raise ValueError(f"--short-side must be >= 0 (0 keeps the size), got {cli.short_side}")
+    if not cli.video.is_file():
+        raise DataError(cli.video, "video file not found", "check the path")
+    if cli.asr != "none":
+        check_engine(cli.asr, None)
+    device = resolve_device(cli.device)
+    det = {k: v for k, v in vars(cli).items() if k.startswith("det_")}
+    model, method, args, labels = load_predictor(cli.checkpoint, device, det)
+    short_side = cli.short_side
+    if short_side is None:
+        short_side = (preprocessed_short_side(args.root) if args.root else None) or DEFAULT_SHORT_SIDE
+    with_text = args.method == "mart"
+    if not with_text and (cli.srt is not None or cli.asr != "none"):
+        print(f"note: {args.method} does not read text; --srt / --asr are ignored")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PredictWarning)
+        sample = load_video_inputs(cli.video, args.eval_seq_len, args.snippet_duration, args.sample_size, short_side,
+                                   with_audio=args.method != "cten" or args.modalities != "v",
+                                   audio_frames=args.audio_frames, with_text=with_text, srt=cli.srt, asr=cli.asr)
+    notes = [str(w.message) for w in caught]
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    record = {"video": cli.video.name, "checkpoint": str(cli.checkpoint), "method": args.method, "labels": labels,
+              "short_side": short_side,
+              **predict(model, method, sample, labels, device, opts.detection_rule(args), cli.top),
+              "warnings": notes}
+    cli.out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = cli.out / f"{cli.video.stem}.json", cli.out / f"{cli.video.stem}.png"
+    json_path.write_text(json.dumps(record, indent=1))
+    draw(record, sample, labels, png_path)
+    print(summary(record))
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    cli = build_parser().parse_args(argv)
+    try:
+        return run(cli)
+    except (ValueError, OSError) as e:  # DataError (also preprocess's), CheckpointError, missing files
+        if os.environ.get("VEA_DEBUG"):
+            raise
+        print(f"error: {e}\n(set VEA_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
