@@ -22,9 +22,9 @@ _MBT_OFFICIAL = dict(method="mbt", optimizer="adam", lr=1e-4, weight_decay=1e-3,
 _DEMO_DATA = dict(root="data/demo/data", seq_len=6, snippet_duration=8, sample_size=64, workers=2, val_fraction=0.15)
 
 PRESETS = {
-    "cten_demo": dict(_DEMO_DATA, method="cten", visual_depth=10, visual_input="kinetics400", audio_arch="resnet18",
-                      audio_first_conv="imagenet",
-                      optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8, epochs=12, loss="ce"),
+    "cten_demo": dict(_DEMO_DATA, method="cten", visual_depth=10, visual_input="kinetics400", audio_arch="resnet10",
+                      audio_first_conv="imagenet", optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8,
+                      epochs=10, loss="ce"),
     "cten_ve8": dict(_CTEN_OFFICIAL, annotation_name="ve8.json"),
     "cten_ek6": dict(_CTEN_OFFICIAL, annotation_name="ek6.json"),
     "mbt_demo": dict(_DEMO_DATA, method="mbt", snippet_duration=4, mbt_depth=4, mbt_width=96, mbt_heads=4,
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--visual-input", choices=["kinetics400", "kinetics_moments"], default="kinetics_moments",
                    help="input scaling the visual checkpoint was trained with")
     g.add_argument("--visual-weights", default=None, help="3D ResNet Kinetics checkpoint (.pth)")
-    g.add_argument("--audio-arch", choices=["resnet18", "resnet50"], default="resnet18")
+    g.add_argument("--audio-arch", choices=["resnet10", "resnet18", "resnet50"], default="resnet18",
+                   help="resnet18: the official code; resnet50: the paper; resnet10: a small variant for demos")
     g.add_argument("--audio-first-conv", choices=["official", "imagenet"], default="official",
                    help="official: 1-channel (7,1) conv, stride (2,1); imagenet: torchvision's 7x7 stride-2 conv on 1 "
                         "channel (half the compute; takes the ImageNet kernel summed over RGB with --audio-weights)")

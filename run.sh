@@ -28,7 +28,7 @@ setup() {
 demo_data() {
   if [ -f "$DEMO_DIR/data/ve8.json" ]; then return; fi
   echo "== building the demo set in $DEMO_DIR"
-  "$VENV/bin/python" tools/make_demo.py --out "$DEMO_DIR"
+  "$VENV/bin/python" tools/make_demo.py --out "$DEMO_DIR" --per-class 10
   "$VENV/bin/python" tools/preprocess --src "$DEMO_DIR/videos" --dst "$DEMO_DIR/data" \
       --split-lists "$DEMO_DIR" --short-side 128 --workers 2
 }

@@ -8,7 +8,8 @@ mel as width (the official orientation). The torchvision ResNet's first conv is 
 | `official` (default) | (7, 1) / (2, 1) / (3, 0), the CTEN and VAANet release | none: the shapes differ, it starts random |
 | `imagenet` | 7x7 / 2 / 3, torchvision's own | the sum of the three RGB kernels |
 
-The papers say ResNet-50 (`arch='resnet50'`); the official code uses ResNet-18 (`arch='resnet18'`, default). After
+The papers say ResNet-50 (`arch='resnet50'`); the official code uses ResNet-18 (`arch='resnet18'`, default);
+`resnet10` (one BasicBlock per stage, no published weights) is a small variant for the demo and tests. After
 global average pooling (the official fixed AvgPool2d([4, 8]) equals it for 100 x 128 inputs), the torchvision
 classifier is replaced by Linear -> BatchNorm1d -> Tanh to `out_dim`.
 """
@@ -16,7 +17,11 @@ import torch
 import torchvision
 from torch import nn
 
-ARCHS = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
+def resnet10(weights=None) -> torchvision.models.ResNet:
+    return torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
+
+
+ARCHS = {"resnet10": resnet10, "resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
 FIRST_CONVS = {
     "official": dict(kernel_size=(7, 1), stride=(2, 1), padding=(3, 0)),
     "imagenet": dict(kernel_size=7, stride=2, padding=3),
