@@ -2,7 +2,7 @@
 # Train and evaluate; the built-in demo by default.
 #
 #   bash run.sh                 set up .venv, build + preprocess the demo set, train CTEN on it, evaluate
-#   bash run.sh mbt             the same with the MART backbone (MBT)
+#   bash run.sh mbt | mart      the same with the MART backbone alone (MBT), or MART stage 1 + 2
 #   bash run.sh test            set up .venv and run the test suite
 #   ROOT=/data/VE8 PRESET=cten_ve8 bash run.sh cten --visual-weights r3d101_KM_200ep.pth
 #   GPUS=2 ROOT=... PRESET=cten_ve8 bash run.sh cten ...      (torchrun, one process per GPU)
@@ -42,7 +42,7 @@ case "$MODE" in
     exec "$PY" -m pytest "$@" ;;
   setup)
     exit 0 ;;
-  cten|mbt)
+  cten|mbt|mart)
     if [ -z "${ROOT:-}" ]; then
       demo_data
       set -- --preset "${PRESET:-${MODE}_demo}" --gt-segments "$DEMO_DIR/key_spans.json" "$@"
@@ -54,5 +54,5 @@ case "$MODE" in
     fi
     exec "$PY" main.py --method "$MODE" "$@" ;;
   *)
-    echo "usage: bash run.sh [cten|mbt|test|setup] [main.py flags...]" >&2; exit 2 ;;
+    echo "usage: bash run.sh [cten|mbt|mart|test|setup] [main.py flags...]" >&2; exit 2 ;;
 esac

@@ -154,3 +154,43 @@ def test_training_from_the_feature_cache(tiny_root, tmp_path):
     wrong = argv(tiny_root, tmp_path, "wrong", "--epochs", "1", "--feature-cache", str(cache), "--visual-weights",
                  weights, "--snippet-duration", "4")
     assert main.main(wrong) == 2
+
+
+MBT_TINY = ["--snippet-duration", "4", "--sample-size", "32", "--mbt-depth", "2", "--mbt-width", "32", "--mbt-heads",
+            "2", "--n-bottleneck", "4", "--fusion-layer", "1"]
+
+
+def test_mbt_steps_on_a_fixed_batch_lower_the_loss_and_the_ema_follows(tiny_root):
+    torch.manual_seed(0)
+    args = opts.parse_args(argv(tiny_root, "unused", "x", "--method", "mbt", *MBT_TINY, "--preset", "mbt_demo"))
+    data = main.build_datasets(args)
+    model = main.build_model(args, 2)
+    method = main.build_method(args, "mbt", torch.tensor([-1, 1]), data["train"])
+    ema = main.ModelEMA(model, decay=0.5, warmup=0.0)
+    batch = main.collate_samples([data["train"][i] for i in range(4)])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(10):
+        loss, logs = method.train_step(model, batch, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        ema.update(model)
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0] and {"loss_v", "loss_a"} <= logs.keys()
+    assert not torch.equal(ema.module.head_v.weight, model.head_v.weight)
+    out = method.predict(ema.module, batch)
+    assert out["degree_v"].shape == (4, 2) and torch.isfinite(out["logits"]).all()
+
+
+def test_mart_runs_stage_one_then_stage_two(tiny_root, tmp_path):
+    extra = ["--preset", "mart_demo", "--method", "mart", *MBT_TINY, "--decoder-width", "16", "--decoder-depth", "1",
+             "--decoder-heads", "2", "--comp-heads", "2", "--stage1-epochs", "1", "--epochs", "1"]
+    assert main.main(argv(tiny_root, tmp_path, "mart", *extra)) == 0
+    run = tmp_path / "mart"
+    assert (run / "stage1" / "done").is_file() and (run / "stage1" / "best.pth").is_file()
+    stage1 = torch.load(run / "stage1" / "best.pth", weights_only=False)["model"]
+    stage2 = torch.load(run / "stage2" / "last.pth", weights_only=False)["model"]
+    assert any(k.startswith("decoder.") for k in stage1) and not any(k.startswith("decoder.") for k in stage2)
+    result = json.loads((run / "stage2" / "results.json").read_text())
+    assert result["n_test_videos"] == 4
