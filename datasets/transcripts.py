@@ -4,15 +4,19 @@ The parser is tolerant: a byte-order mark, CRLF or CR line ends, missing index l
 lines between cues, '.' instead of ',' before the milliseconds and trailing cue settings are accepted.
 A block without a valid timing line (or with end < start) is skipped and counted in `garbage`. Cues whose
 text is "Conversion failed" (what the official release's speech recogniser wrote when it failed) are
-dropped, as the official code does.
+dropped, as the official code does. Markup (HTML tags, ASS override blocks) is removed and runs of whitespace
+become one space. tools/preprocess reads sidecar .srt files and writes its own with this parser and Cue.
 """
+from __future__ import annotations
+
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
-import torch
+if TYPE_CHECKING:  # segment_texts only takes tensors; tools/preprocess imports this module without torch
+    import torch
 
 _TIME = r"(\d+):(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?"
 _TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
@@ -61,7 +65,7 @@ def parse_srt(text: str) -> Transcript:
             if end < start:
                 out.garbage += 1
                 continue
-            cue_text = " ".join(_MARKUP.sub("", ln) for ln in body).strip()
+            cue_text = clean_text(body)
             if cue_text and cue_text != _FAILED:
                 out.cues.append(Cue(start, end, cue_text))
     return out
@@ -71,16 +75,24 @@ def _seconds(h, m, s, ms) -> float:
     return int(h) * 3600 + int(m) * 60 + int(s) + (int(ms.ljust(3, "0")) / 1000 if ms else 0.0)
 
 
-def read_srt(path) -> Transcript:
-    """Read and parse an .srt file (UTF-8 with or without BOM, else cp1252). Warns when the file holds
-    nothing but garbage."""
-    path = Path(path)
-    raw = path.read_bytes()
+def clean_text(lines: Iterable[str]) -> str:
+    """One cue's text from its lines: markup removed, words joined by single spaces."""
+    return " ".join(word for line in lines for word in _MARKUP.sub("", line).split())
+
+
+def srt_text(path) -> str:
+    """The text of an .srt file: UTF-8 with or without BOM, else cp1252."""
+    raw = Path(path).read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
-    transcript = parse_srt(text)
+        return raw.decode("cp1252", errors="replace")
+
+
+def read_srt(path) -> Transcript:
+    """Read and parse an .srt file (see srt_text). Warns when the file holds nothing but garbage."""
+    path = Path(path)
+    transcript = parse_srt(srt_text(path))
     if transcript.unusable:
         warnings.warn(f"{path}: no valid subtitle cue in {transcript.garbage} block(s); using empty text "
                       "(fix: regenerate it with `python tools/preprocess ...` or delete it)", stacklevel=2)

@@ -4,20 +4,22 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from datasets.annotations import DataError
+from datasets.transcripts import Cue, parse_srt
 from tools.preprocess.annotations import annotation_json, read_split_list, split_from_lists, stratified_split
 from tools.preprocess.asr import check_engine, transcribe_pocketsphinx
 from tools.preprocess.cli import main
-from tools.preprocess.errors import DataError
 from tools.preprocess.layout import Video, video_paths
 from tools.preprocess.pipeline import process_video
-from tools.preprocess.subtitles import Cue, format_srt, parse_srt
-from tools.preprocess.video import resized_size
+from tools.preprocess.subtitles import format_srt, read_sidecar
+from tools.preprocess.video import decode_stream, resized_size
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"short_side": 32, "jpeg_quality": 90, "audio_format": "wav", "sample_rate": 16000, "channels": 1,
@@ -107,8 +109,8 @@ def test_end_to_end_layout_and_json(small_set, tmp_path, capsys):
         assert Image.open(frames / "000001.jpg").size == (43, 32)  # 64x48, short side 32
     n, rate, channels = decoded_samples(dst / "mp3" / "Joy" / "a.wav")
     assert (rate, channels) == (16000, 1) and abs(n - 9600) < 1100
-    assert parse_srt((dst / "srt" / "Joy" / "a.srt").read_text()) == [Cue(0.1, 0.4, "happy day")]
-    assert parse_srt((dst / "srt" / "Fear" / "b.srt").read_text()) == [Cue(0.2, 0.45, "scary night")]
+    assert parse_srt((dst / "srt" / "Joy" / "a.srt").read_text()).cues == [Cue(0.1, 0.4, "happy day")]
+    assert parse_srt((dst / "srt" / "Fear" / "b.srt").read_text()).cues == [Cue(0.2, 0.45, "scary night")]
     assert not (dst / "mp3" / "Fear" / "b.wav").exists()  # the mkv was written without audio
     assert json.loads((dst / "ve8.json").read_text()) == {
         "labels": ["Fear", "Joy"],
@@ -258,12 +260,38 @@ def test_stratified_split_is_2_to_1_per_class_and_seeded():
     assert set(stratified_split({"x": "A", "y": "A"}, (2, 1), 0).values()) == {"training", "validation"}
 
 
-def test_srt_parse_is_lenient_and_round_trips():
-    text = "\ufeff00:00:01.5 --> 00:00:02,250\n{\\an8}Hello <b>there</b>\nfriend\n\n\n2\n00:01:00,000 --> 00:01:01,000\nbye\n"
-    cues = parse_srt(text.lstrip("\ufeff"))
-    assert cues == [Cue(1.5, 2.25, "Hello there friend"), Cue(60.0, 61.0, "bye")]
-    assert parse_srt(format_srt(cues)) == cues
-    assert parse_srt("no timing here\n") == []
+def test_sidecar_reads_leniently_and_format_srt_round_trips(tmp_path):
+    sidecar = tmp_path / "a.srt"
+    sidecar.write_bytes("00:00:01.5 --> 00:00:02,250\r\n{\\an8}Hello  <b>there</b>\r\nfriend\r\n\r\n"
+                        "just words\r\n\r\n2\r\n00:01:00,000 --> 00:01:01,000\r\nbyé\r\n".encode("cp1252"))
+    cues = read_sidecar(sidecar)
+    assert cues == [Cue(1.5, 2.25, "Hello there friend"), Cue(60.0, 61.0, "byé")]
+    assert parse_srt(format_srt(cues)).cues == cues
+    sidecar.write_text("")
+    assert read_sidecar(sidecar) == []
+
+
+def ffmpeg_error():
+    raise av.error.InvalidDataError(1094995529, "Invalid data found")
+
+
+def fake_container(frames: list, cut_short: bool) -> SimpleNamespace:
+    """demux yields one packet per item (its decode gives [item], or raises for None), then ends or raises."""
+    def demux(stream):
+        for frame in frames:
+            yield SimpleNamespace(decode=ffmpeg_error if frame is None else lambda frame=frame: [frame])
+        if cut_short:
+            ffmpeg_error()
+    return SimpleNamespace(demux=demux)
+
+
+def test_decode_stream_skips_bad_packets_and_names_the_file_when_nothing_decodes():
+    stream, path, got = SimpleNamespace(type="audio"), Path("x.mp4"), []
+    assert decode_stream(fake_container(["f1", None, "f2"], False), stream, path, got.append) == (2, 1, "")
+    n, bad, cut_short = decode_stream(fake_container(["f3", None], True), stream, path, got.append)
+    assert got == ["f1", "f2", "f3"] and (n, bad) == (1, 1) and "Invalid data found" in cut_short
+    with pytest.raises(DataError, match=r"x.mp4: cannot demux the audio stream .*Invalid data.*re-encode"):
+        decode_stream(fake_container([None], True), stream, path, got.append)
 
 
 def test_resized_size_keeps_aspect_and_short_side():

@@ -34,7 +34,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.preprocess.subtitles import Cue, format_srt  # noqa: E402
+from datasets.transcripts import Cue  # noqa: E402
+from tools.preprocess.subtitles import format_srt  # noqa: E402
 
 CLASSES = ("Anger", "Anticipation", "Disgust", "Fear", "Joy", "Sadness", "Surprise", "Trust")
 WIDTH, HEIGHT = 128, 96

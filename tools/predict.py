@@ -40,7 +40,6 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import av
 import numpy as np
 import torch
 from PIL import Image
@@ -64,7 +63,7 @@ from models.checkpoints import CheckpointError  # noqa: E402
 from tools.preprocess.asr import check_engine, transcribe  # noqa: E402
 from tools.preprocess.audio import decode_audio  # noqa: E402
 from tools.preprocess.subtitles import embedded_subtitles, read_sidecar  # noqa: E402
-from tools.preprocess.video import REENCODE_FIX, frame_rate, open_media, upright_image  # noqa: E402
+from tools.preprocess.video import REENCODE_FIX, decode_stream, frame_rate, open_media, upright_image  # noqa: E402
 
 DEFAULT_SHORT_SIDE = 240  # tools/preprocess --short-side default
 DRAFT_SCALES = (8, 4, 2, 1)  # the reductions PIL's JPEG draft can apply
@@ -100,24 +99,16 @@ def decode_frames(path, sample_size: int, short_side: int = DEFAULT_SHORT_SIDE) 
     one without a video stream or without a decodable frame, raises DataError naming it.
     """
     path = Path(path)
-    frames, bad_packets = [], 0
+    frames = []  # (S, S, 3) each
     with open_media(path) as container:
         if not container.streams.video:
             raise DataError(path, "no video stream (audio-only or not a video file)", "pass a video file")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        try:
-            for packet in container.demux(stream):
-                try:
-                    decoded = packet.decode()
-                except av.error.FFmpegError:
-                    bad_packets += 1
-                    continue
-                frames += [loader_view(upright_image(f, short_side), sample_size) for f in decoded]
-        except av.error.FFmpegError as e:
-            if not frames:
-                raise DataError(path, f"cannot demux the video stream ({e})", REENCODE_FIX) from None
-            warnings.warn(f"{path}: video stream cut short after {len(frames)} frames ({e})", PredictWarning)
+        _, bad_packets, cut_short = decode_stream(container, stream, path, lambda frame: frames.append(
+            loader_view(upright_image(frame, short_side), sample_size)))
+        if cut_short:
+            warnings.warn(f"{path}: video stream cut short after {len(frames)} frames ({cut_short})", PredictWarning)
         if not frames:
             raise DataError(path, "the video stream has no decodable frame", REENCODE_FIX)
         if bad_packets:
@@ -172,8 +163,8 @@ def load_video_inputs(path, seq_len: int, snippet_duration: int, sample_size: in
 
     video uint8 (T, 3, L, S, S), audio float32 (T, audio_frames, 128) (with_audio), frame_indices (T, L),
     seg_bounds (T, 2), seg_times float32 (T, 2) seconds, aug (8,) (the identity draw), n_frames, fps, texts (T,).
-    Raises DataError (datasets' or tools/preprocess's: both ValueErrors naming the file and the fix) for a file
-    that cannot be used, including one shorter than snippet_duration frames.
+    Raises DataError (a ValueError naming the file and the fix) for a file that cannot be used, including one
+    shorter than snippet_duration frames.
     """
     path = Path(path)
     frames, fps = decode_frames(path, sample_size, short_side)  # (N, S, S, 3)
@@ -421,7 +412,7 @@ def main(argv=None) -> int:
     cli = build_parser().parse_args(argv)
     try:
         return run(cli)
-    except (ValueError, OSError) as e:  # DataError (also preprocess's), CheckpointError, missing files
+    except (ValueError, OSError) as e:  # DataError, CheckpointError, missing files
         if os.environ.get("VEA_DEBUG"):
             raise
         print(f"error: {e}\n(set VEA_DEBUG=1 for the traceback)", file=sys.stderr)

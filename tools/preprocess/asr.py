@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .subtitles import Cue
+from datasets.transcripts import Cue
 
 ENGINES = ("none", "pocketsphinx", "whisper")
 SAMPLE_RATE = 16000  # both engines take 16 kHz mono

@@ -5,8 +5,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import DataError
-from .video import REENCODE_FIX, open_media
+from datasets.annotations import DataError
+
+from .video import decode_stream, open_media
 
 LAYOUTS = {1: "mono", 2: "stereo"}
 
@@ -22,20 +23,11 @@ def decode_audio(path: Path, sample_rate: int, channels: int) -> tuple[np.ndarra
             return None, warnings
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="s16p", layout=LAYOUTS[channels], rate=sample_rate)
-        chunks, bad_packets = [], 0
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.error.FFmpegError:
-                    bad_packets += 1
-                    continue
-                for frame in frames:
-                    chunks.extend(f.to_ndarray() for f in resampler.resample(frame))  # (C, n) each
-        except av.error.FFmpegError as e:
-            if not chunks:
-                raise DataError(path, f"cannot demux the audio stream ({e})", REENCODE_FIX) from e
-            warnings.append(f"audio stream cut short ({e}); the samples before were kept")
+        chunks = []  # (C, n) each
+        _, bad_packets, cut_short = decode_stream(container, stream, path, lambda frame: chunks.extend(
+            f.to_ndarray() for f in resampler.resample(frame)))
+        if cut_short:
+            warnings.append(f"audio stream cut short ({cut_short}); the samples before were kept")
         chunks.extend(f.to_ndarray() for f in resampler.resample(None))
     if bad_packets:
         warnings.append(f"{bad_packets} audio packets failed to decode and were skipped")

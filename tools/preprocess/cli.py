@@ -4,9 +4,10 @@ import os
 import sys
 from pathlib import Path
 
+from datasets.annotations import DataError
+
 from .annotations import annotation_json, parse_ratio, split_from_lists, stratified_split, write_json
 from .asr import ENGINES, check_engine
-from .errors import DataError
 from .layout import AUDIO_FORMATS, Video
 from .pipeline import Result, process_all
 from .report import summary_lines, write_report

@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasets.annotations import DataError
+
 from .audio import count_decodable_samples
-from .errors import DataError
 
 AUDIO_FORMATS = ("wav", "mp3")
 FRAME_NAME = re.compile(r"\d{6}\.jpg")

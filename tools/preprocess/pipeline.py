@@ -8,11 +8,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from datasets.annotations import DataError
+from datasets.transcripts import Cue
+
 from .asr import SAMPLE_RATE, transcribe
 from .audio import decode_audio, write_audio
-from .errors import DataError
 from .layout import Paths, Video, finished, source_stamp, video_paths
-from .subtitles import Cue, embedded_subtitles, format_srt, read_sidecar
+from .subtitles import embedded_subtitles, format_srt, read_sidecar
 from .video import extract_frames
 
 NO_AUDIO = ("frames were extracted and no audio file was written; "

@@ -1,7 +1,8 @@
 """Find the source videos: SRC/<Class>/<video_id>.<ext>."""
 from pathlib import Path
 
-from .errors import DataError
+from datasets.annotations import DataError
+
 from .layout import Video
 
 VIDEO_EXTS = ("mp4", "avi", "mkv", "webm", "mov", "m4v", "flv", "wmv", "mpg", "mpeg", "3gp", "ts", "ogv")

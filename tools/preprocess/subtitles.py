@@ -1,41 +1,13 @@
-"""SubRip (.srt) transcripts: parse, format, read a sidecar file, read an embedded subtitle stream."""
-import re
+"""Transcripts for preprocessing, on datasets/transcripts.py's parser and Cue: format an .srt, read a sidecar
+(failing on one with no usable cue), read an embedded subtitle stream."""
 from pathlib import Path
-from typing import NamedTuple
 
 import av
 
-from .errors import DataError
+from datasets.annotations import DataError
+from datasets.transcripts import Cue, clean_text, parse_srt, srt_text
+
 from .video import open_media
-
-TIMING = re.compile(r"(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})\s*-->\s*(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})")
-MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")
-
-
-class Cue(NamedTuple):
-    start: float  # seconds
-    end: float
-    text: str
-
-
-def _seconds(h: str, m: str, s: str, ms: str) -> float:
-    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms.ljust(3, "0")) / 1000
-
-
-def parse_srt(text: str) -> list[Cue]:
-    """Cues of an .srt text, in file order. Lenient: optional index lines, CRLF, ',' or '.' before the
-    milliseconds, HTML/ASS markup removed; blocks without a timing line are ignored."""
-    cues = []
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
-        lines = block.strip().split("\n")
-        for i, line in enumerate(lines):
-            timing = TIMING.search(line)
-            if timing:
-                g = timing.groups()
-                words = " ".join(MARKUP.sub("", t).strip() for t in lines[i + 1:])
-                cues.append(Cue(_seconds(*g[:4]), _seconds(*g[4:]), " ".join(words.split())))
-                break
-    return cues
 
 
 def _timestamp(seconds: float) -> str:
@@ -48,18 +20,14 @@ def format_srt(cues: list[Cue]) -> str:
 
 
 def read_sidecar(path: Path) -> list[Cue]:
-    """Cues of a sidecar .srt (UTF-8, with or without BOM, else Windows-1252). An empty file gives [];
-    text with no timing line raises DataError."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
-    cues = parse_srt(text)
-    if not cues and text.strip():
-        raise DataError(path, "not a SubRip file: no 'HH:MM:SS,mmm --> HH:MM:SS,mmm' timing line found",
+    """Cues of a sidecar .srt. A file without blocks (empty, blank) gives []; one whose blocks are all garbage
+    (no valid timing line) raises DataError naming it."""
+    transcript = parse_srt(srt_text(path))
+    if transcript.unusable:
+        raise DataError(path, f"not a SubRip file: none of its {transcript.garbage} block(s) has a valid "
+                              "'HH:MM:SS,mmm --> HH:MM:SS,mmm' timing line",
                         "fix or delete the .srt (without it the transcript comes from the video or speech recognition)")
-    return cues
+    return transcript.cues
 
 
 def embedded_subtitles(path: Path) -> list[Cue] | None:
@@ -76,10 +44,10 @@ def embedded_subtitles(path: Path) -> list[Cue] | None:
                     continue
                 start = float(packet.pts * stream.time_base)
                 end = start + float((packet.duration or 0) * stream.time_base)
-                text = " ".join(MARKUP.sub("", s.dialogue.decode("utf-8", "replace"))
-                                for s in packet.decode() if isinstance(s, av.subtitles.subtitle.AssSubtitle))
-                if text.strip():
-                    cues.append(Cue(start, end, " ".join(text.split())))
+                text = clean_text(s.dialogue.decode("utf-8", "replace")
+                                  for s in packet.decode() if isinstance(s, av.subtitles.subtitle.AssSubtitle))
+                if text:
+                    cues.append(Cue(start, end, text))
         except av.error.FFmpegError as e:
             raise DataError(path, f"the embedded subtitle stream #{stream.index} does not decode ({e})",
                             "put a sidecar .srt beside the video, which takes precedence") from e

@@ -1,11 +1,14 @@
-"""Decode a video file with PyAV and write its frames as the official layout's JPEGs (000001.jpg, ...)."""
+"""Open a media file and decode a stream of it with PyAV (failures named), and write a video's frames as the
+official layout's JPEGs (000001.jpg, ...)."""
+import itertools
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
+from datasets.annotations import DataError
 
 REENCODE_FIX = "re-download the video, or re-encode it into a format FFmpeg reads, or remove it from the source folder"
 
@@ -20,6 +23,30 @@ def open_media(path: Path) -> av.container.InputContainer:
         return av.open(str(path))
     except av.error.FFmpegError as e:
         raise DataError(path, f"FFmpeg cannot read it ({e})", REENCODE_FIX) from e
+
+
+def decode_stream(container: av.container.InputContainer, stream: av.stream.Stream, path: Path,
+                  on_frame: Callable[[av.frame.Frame], None]) -> tuple[int, int, str]:
+    """Decode `stream` packet by packet and call on_frame on every frame, as the ffmpeg command line does: a
+    packet that fails to decode is skipped and counted; a demux (or on_frame) FFmpeg error ends the stream, and
+    raises DataError naming the file when no frame came before it.
+    Returns (frames, packets skipped, the error that cut the stream short or '')."""
+    n_frames, bad_packets = 0, 0
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                bad_packets += 1
+                continue
+            for frame in frames:
+                on_frame(frame)
+                n_frames += 1
+    except av.error.FFmpegError as e:
+        if n_frames == 0:
+            raise DataError(path, f"cannot demux the {stream.type} stream ({e})", REENCODE_FIX) from e
+        return n_frames, bad_packets, str(e)
+    return n_frames, bad_packets, ""
 
 
 def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -63,21 +90,12 @@ def extract_frames(path: Path, out_dir: Path, short_side: int, jpeg_quality: int
                             "replace it with the video or remove it from the source folder")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        n_frames, bad_packets = 0, 0
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.error.FFmpegError:
-                    bad_packets += 1
-                    continue
-                for frame in frames:
-                    n_frames += 1
-                    upright_image(frame, short_side).save(out_dir / f"{n_frames:06d}.jpg", quality=jpeg_quality)
-        except av.error.FFmpegError as e:
-            if n_frames == 0:
-                raise DataError(path, f"cannot demux the video stream ({e})", REENCODE_FIX) from e
-            warnings.append(f"video stream cut short after {n_frames} frames ({e}); the frames before were kept")
+        names = (out_dir / f"{i:06d}.jpg" for i in itertools.count(1))
+        n_frames, bad_packets, cut_short = decode_stream(container, stream, path, lambda frame: upright_image(
+            frame, short_side).save(next(names), quality=jpeg_quality))
+        if cut_short:
+            warnings.append(f"video stream cut short after {n_frames} frames ({cut_short}); "
+                            "the frames before were kept")
         if n_frames == 0:
             raise DataError(path, "the video stream has no decodable frame", REENCODE_FIX)
         if bad_packets:
