@@ -158,7 +158,7 @@ def resolve(main_args: list, device: str, extra: list = ()) -> argparse.Namespac
 def build(args, device: torch.device, approach: str) -> dict:
     """main.py's objects for one approach: train dataset, model, method, optimiser, context."""
     main_py.seed_everything(args.seed)
-    train = VideoEmotionDataset(**main_py.dataset_kwargs(args, "train"))
+    train = VideoEmotionDataset(**main_py.dataset_kwargs(args, "train", main_py.open_feature_cache(args)))
     if approach == "official":
         train.decode_threads = 1  # every frame of the erased views decoded one after another, in the main loop
     polarity = torch.tensor(class_polarity(train.labels, args.positive_classes), device=device)
