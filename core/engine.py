@@ -5,7 +5,6 @@ A method supplies `train_step(model, batch, epoch) -> (loss, logs)` and `predict
 `method.curve_names`). The engine moves batches to the device, runs autocast, accumulates gradients, steps the
 optimiser and the EMA, stops on a non-finite loss, and gathers predictions across processes.
 """
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -119,8 +118,3 @@ def predict_all(model, method, loader, ctx: TrainContext, desc: str = "eval") ->
             seen.add(r["video_id"])
             unique.append(r)
     return unique
-
-
-def mean_or_nan(values) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return sum(values) / len(values) if values else float("nan")
