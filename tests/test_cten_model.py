@@ -125,3 +125,16 @@ def test_full_size_head_shapes():
         fa = model.audio_features(torch.randn(1, 2, 100, 128))
     assert out["logits"].shape == (2, 8) and out["att_v"].shape == out["att_a"].shape == (2, 16)
     assert fa.shape == (1, 2, 2048)
+
+
+def test_audio_branch_variants():
+    from models.audio_resnet import AudioResNet
+    x = torch.randn(2, 3, 100, 128)
+    small = AudioResNet("resnet10", 64, "imagenet")
+    official = AudioResNet("resnet18", 64, "official")
+    assert small(x).shape == official(x).shape == (2, 3, 64)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(small) < 0.5 * count(official)
+    assert small.trunk.conv1.stride == (2, 2) and official.trunk.conv1.stride == (2, 1)
+    with pytest.raises(ValueError, match="audio arch"):
+        AudioResNet("resnet7")
