@@ -13,6 +13,8 @@ timings are of the code a run executes. Approaches, all on the same machine, con
             views re-read from JPEG one frame after another in the main loop (the dataset's decode_threads = 1)
   ours      main.py's CTENMethod end to end with --erase-views resample: three backbone passes, the views decoded by
             the dataset's thread pool (decode_threads as configured)
+  reuse     main.py with --erase-views reuse: one backbone pass; the views re-index the original pass's segment
+            features (a named shortcut, not the paper's views)
   cache     main.py with --feature-cache: no backbone and no JPEG in training; features of the sampled and the
             re-sampled snippets come from the cache (tools/extract_features.py; made first when absent)
 
@@ -49,7 +51,7 @@ from datasets.feature_cache import MANIFEST, FeatureCache  # noqa: E402
 from datasets.video_emotion import VideoEmotionDataset, collate_samples  # noqa: E402
 from tools import extract_features  # noqa: E402
 
-APPROACHES = ("official", "ours", "cache")
+APPROACHES = ("official", "ours", "reuse", "cache")
 PARTS = (("data", "data (main-loop wait)"), ("data_one_process", "data in one process"),
          ("backbone_o", "backbone x_o"), ("backbone_views", "backbone x_k + x_l"),
          ("views", "build erased views"), ("rest", "heads + backward + step"), ("total", "iteration total"))
@@ -212,7 +214,7 @@ def weights_args(main_args: list, cache: Path) -> list:
 def approach_args(approach: str, cache: Path) -> list:
     if approach == "cache":
         return ["--feature-cache", str(cache)]
-    return ["--erase-views", "resample"]
+    return ["--erase-views", "reuse" if approach == "reuse" else "resample"]
 
 
 # -------------------------------------------------------------------------------------------- measurements
