@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fusion-layer", type=int, default=8, help="first block that fuses through the bottleneck")
     g.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth of the last block (official: 0)")
     g.add_argument("--grad-checkpointing", action=B, default=False)
+    g.add_argument("--freeze-audio-early", action=B, default=False,
+                   help="official MART: the AST's embedding and blocks before the fusion layer stay frozen")
+    g.add_argument("--video-scaling", choices=["imagenet", "official"], default="imagenet",
+                   help="pixel scaling into the ViT: VideoMAE's ImageNet mean/std, or the official x/255 - 100/255")
     g.add_argument("--videomae-weights", default=None, help="VideoMAE ViT-B/16 checkpoint (.pth)")
     g.add_argument("--ast-weights", default=None, help="AST AudioSet checkpoint (audioset_10_10_0.4593.pth)")
 

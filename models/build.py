@@ -11,7 +11,7 @@ from models.video_vit import VideoViTConfig
 # Options that fix the architecture: --eval-only takes these from the checkpoint's config, not from the flags.
 MODEL_OPTIONS = ("method", "modalities", "intra", "inter", "temporal_attention", "nonlocal_init", "visual_depth",
                  "visual_input", "audio_arch", "audio_first_conv", "dropout", "seq_len", "eval_seq_len", "snippet_duration", "sample_size",
-                 "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer")
+                 "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer", "video_scaling", "freeze_audio_early")
 
 
 def build_model(args, n_classes: int, pretrained: bool = True, stage1: bool = False):
@@ -27,11 +27,13 @@ def build_model(args, n_classes: int, pretrained: bool = True, stage1: bool = Fa
         if pretrained and args.audio_weights and model.audio is not None:
             load_torchvision_resnet(args.audio_weights, model.audio)
         return model
+    scaling = {} if args.video_scaling == "imagenet" else dict(mean=(100 / 255,) * 3, std=(1.0,) * 3)
     video = VideoViTConfig(img_size=args.sample_size, num_frames=args.snippet_duration, dim=args.mbt_width,
-                           depth=args.mbt_depth, num_heads=args.mbt_heads)
+                           depth=args.mbt_depth, num_heads=args.mbt_heads, **scaling)
     audio = ASTConfig(n_frames=args.audio_frames, dim=args.mbt_width, depth=args.mbt_depth, num_heads=args.mbt_heads)
     model = MBT(n_classes, video, audio, n_bottleneck=args.n_bottleneck, fusion_layer=args.fusion_layer,
-                drop_path=args.drop_path, grad_checkpointing=args.grad_checkpointing)
+                drop_path=args.drop_path, grad_checkpointing=args.grad_checkpointing,
+                freeze_audio_early=args.freeze_audio_early)
     if pretrained and (args.videomae_weights or args.ast_weights):
         model.load_pretrained(args.videomae_weights, args.ast_weights)
     if not stage1:

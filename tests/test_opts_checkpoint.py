@@ -52,3 +52,15 @@ def test_checkpoint_atomic_save_and_key_errors(tmp_path):
         ckpt.load_checkpoint(tmp_path / "bad.pth")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ckpt.load_checkpoint(tmp_path / "none.pth")
+
+
+def test_official_mbt_options_reach_the_model():
+    from models.build import build_model
+    args = opts.parse_args(["--preset", "mbt_demo", "--video-scaling", "official", "--freeze-audio-early"])
+    model = build_model(args, 8)
+    assert model.video.cfg.mean == (100 / 255,) * 3 and model.video.cfg.std == (1.0,) * 3
+    assert not any(p.requires_grad for p in model.audio.blocks[0].parameters())
+    assert all(p.requires_grad for p in model.audio.blocks[-1].parameters())
+    default = build_model(opts.parse_args(["--preset", "mbt_demo"]), 8)
+    assert default.video.cfg.mean != model.video.cfg.mean
+    assert all(p.requires_grad for p in default.audio.parameters())
