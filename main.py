@@ -31,7 +31,7 @@ from core.plots import confusion_figure, timeline_figure
 from datasets.annotations import DataError, class_polarity
 from datasets.feature_cache import FeatureCache, cache_expectation, grid_lookup
 from datasets.video_emotion import VideoEmotionDataset, collate_samples
-from models.build import MODEL_OPTIONS, build_model
+from models.build import MODEL_OPTIONS, build_model, build_stage1
 from models.checkpoints import CheckpointError
 from models.mart import mbt_state_from_mart
 
@@ -72,20 +72,22 @@ def run(args) -> int:
     logger.print(data_summary(data))
 
     model = build_model(args, len(labels))
+    kind = "cten" if args.method == "cten" else "mbt"
     if args.method == "mart":
-        stage1 = build_model(args, len(labels), stage1=True)  # wraps `model`: stage 1 trains the same backbone
         stage1_dir = run_dir / "stage1"
         if not (stage1_dir / "done").is_file():
-            fit(args, stage1, "mart", data, polarity, ctx, stage1_dir, args.stage1_epochs, select=False)
+            fit(args, build_stage1(args, model, len(labels)), "mart", data, polarity, ctx, stage1_dir,
+                args.stage1_epochs, select=False)
+        # stage 2 starts from the selected stage-1 backbone (the EMA copy when --ema-decay is set)
         state = ckpt.load_checkpoint(stage1_dir / "best.pth")
         ckpt.load_model_state(model, mbt_state_from_mart(state["model"], stage1_dir / "best.pth"), stage1_dir / "best.pth")
         run_dir = run_dir / "stage2"
         ctx.logger = logger = RunLogger(run_dir, enabled=dist.is_main)
-    best = fit(args, model, "cten" if args.method == "cten" else "mbt", data, polarity, ctx, run_dir, args.epochs)
+    best = fit(args, model, kind, data, polarity, ctx, run_dir, args.epochs)
 
     selected = ckpt.load_checkpoint(run_dir / "best.pth")
     ckpt.load_model_state(model, selected["model"], run_dir / "best.pth")
-    method = build_method(args, "cten" if args.method == "cten" else "mbt", polarity, None)
+    method = build_method(args, kind, polarity, None)
     return report_test(args, model.to(device), method, data["test"], labels, polarity, ctx,
                        selected_epoch=selected["epoch"], best_val=best["acc"])
 

@@ -218,5 +218,14 @@ def detection_rule(args: argparse.Namespace) -> dict:
                 score=args.det_score, score_source=args.det_score_source)
 
 
+def split_at_dashes(argv) -> tuple:
+    """A tool's own arguments and, after `--`, the main.py flags it passes through: (own, main_args)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def save_config(args: argparse.Namespace, path: Path) -> None:
     Path(path).write_text(json.dumps(vars(args), indent=2, sort_keys=True))

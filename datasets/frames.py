@@ -6,7 +6,7 @@ in this module are 0-based: index i is the file `{i + 1:06d}.jpg`.
 """
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -158,17 +158,21 @@ def decode_frame(path, aug: torch.Tensor, size: int) -> np.ndarray:
     return np.asarray(apply_spatial_aug(img, aug, size))
 
 
-def read_frames(video_dir, frame_indices: torch.Tensor, aug: torch.Tensor, size: int, threads: int = 4) -> torch.Tensor:
+def read_frames(video_dir, frame_indices: torch.Tensor, aug: torch.Tensor, size: int, threads: int = 4,
+                pool: Optional[Executor] = None) -> torch.Tensor:
     """Decode and transform frames: frame_indices (T, L) 0-based, aug (8,) -> uint8 (T, 3, L, size, size).
 
-    Every distinct frame is decoded once, in a pool of `threads` threads (PIL releases the GIL while
-    decoding); threads <= 1 decodes in the calling thread.
+    Every distinct frame is decoded once, in `pool` when given (a long-lived executor: no thread start-up per
+    call), else in a pool of `threads` threads made for this call (PIL releases the GIL while decoding);
+    threads <= 1 without a pool decodes in the calling thread.
     """
     T, L = frame_indices.shape
     flat = frame_indices.reshape(-1).tolist()
     unique = list(dict.fromkeys(flat))
     decode = lambda i: decode_frame(frame_path(video_dir, i), aug, size)  # noqa: E731
-    if threads > 1 and len(unique) > 1:
+    if pool is not None and len(unique) > 1:
+        images = list(pool.map(decode, unique))
+    elif threads > 1 and len(unique) > 1:
         with ThreadPoolExecutor(max_workers=min(threads, len(unique))) as pool:
             images = list(pool.map(decode, unique))
     else:

@@ -52,6 +52,8 @@ or empty raises DataError naming the file (missing_audio='error') or is replaced
 skipped garbage blocks are recorded per video in shared memory (visible across DataLoader workers):
 `issues()` and `report()` list them.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -221,7 +223,23 @@ class VideoEmotionDataset(Dataset):
 
     def read_frames(self, index: int, frame_indices: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
         """More frames of video `index` with the spatial draw `aug`: (T, L) -> uint8 (T, 3, L, S, S)."""
-        return read_frames(self.videos[index]["frame_dir"], frame_indices, aug, self.sample_size, self.decode_threads)
+        return read_frames(self.videos[index]["frame_dir"], frame_indices, aug, self.sample_size, self.decode_threads,
+                           pool=self._decode_pool())
+
+    def _decode_pool(self) -> Optional[ThreadPoolExecutor]:
+        """One decoding thread pool per process, made on first use (DataLoader workers each get their own)."""
+        if self.decode_threads <= 1:
+            return None
+        if getattr(self, "_pool_pid", None) != os.getpid():
+            self._pool = ThreadPoolExecutor(max_workers=self.decode_threads)
+            self._pool_pid = os.getpid()
+        return self._pool
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_pool", None)
+        state.pop("_pool_pid", None)
+        return state
 
     def _wave(self, index: int) -> Optional[torch.Tensor]:
         """The decoded waveform, or None (recorded) when it is unusable and missing_audio='zeros'."""

@@ -14,9 +14,8 @@ MODEL_OPTIONS = ("method", "modalities", "intra", "inter", "temporal_attention",
                  "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer", "video_scaling", "freeze_audio_early")
 
 
-def build_model(args, n_classes: int, pretrained: bool = True, stage1: bool = False):
-    """CTEN, or the MBT backbone (MART's stage 2 and --method mbt); stage1=True wraps the MBT into MART's stage-1
-    model (decoder, complementary learning, text encoder)."""
+def build_model(args, n_classes: int, pretrained: bool = True):
+    """CTEN, or the MBT backbone (MART's stage 2 and --method mbt)."""
     if args.method == "cten":
         model = CTEN(n_classes, args.seq_len, modalities=args.modalities, intra=args.intra,
                      inter=args.inter and args.modalities == "av", temporal_attention=args.temporal_attention,
@@ -36,9 +35,13 @@ def build_model(args, n_classes: int, pretrained: bool = True, stage1: bool = Fa
                 freeze_audio_early=args.freeze_audio_early)
     if pretrained and (args.videomae_weights or args.ast_weights):
         model.load_pretrained(args.videomae_weights, args.ast_weights)
-    if not stage1:
-        return model
+    return model
+
+
+def build_stage1(args, mbt: MBT, n_classes: int):
+    """MART's stage-1 model around `mbt` itself (decoder, complementary learning, text encoder): stage 1 trains the
+    same backbone object that stage 2 goes on with."""
     text = TextEncoder(args.text_model or bundled_text_model_path(), args.mbt_width, trainable=args.text_trainable,
                        max_length=args.text_max_len)
-    return build_mart(model, n_classes, text, DecoderConfig(args.decoder_width, args.decoder_depth, args.decoder_heads),
+    return build_mart(mbt, n_classes, text, DecoderConfig(args.decoder_width, args.decoder_depth, args.decoder_heads),
                       comp_heads=args.comp_heads)

@@ -1,3 +1,5 @@
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,8 @@ def test_read_frames_shape_order_and_one_draw(tmp_path):
     red = video[:, 0].float().mean(dim=(-1, -2))  # (T, L)
     assert (red - 8 * indices.float()).abs().max() < 4  # frame i has red 8 * i
     assert (read_frames(d, indices, a, size=16, threads=1) == video).all()
+    with ThreadPoolExecutor(2) as pool:
+        assert (read_frames(d, indices, a, size=16, pool=pool) == video).all()
     for t in range(2):
         for l in range(3):
             expected = np.array(decode_frame(d / f"{indices[t, l] + 1:06d}.jpg", a, 16))

@@ -205,3 +205,15 @@ def test_fps_file_wins(tmp_path):
     write_frames(tmp_path / "imgs" / "Joy" / "joy_0", 24, fps=24.0)
     s = VideoEmotionDataset(tmp_path, ann, "test", **SMALL)[0]
     assert float(s["fps"]) == 24.0 and s["seg_times"][-1, 1] == pytest.approx(1.0)
+
+
+def test_decoding_pool_is_kept_per_process_and_not_pickled(root):
+    import pickle
+    ds = VideoEmotionDataset(root[0], root[1], "test", **SMALL)
+    s = ds[0]
+    first = ds._decode_pool()
+    assert first is ds._decode_pool()  # reused, not one pool per read
+    again = ds.read_frames(0, s["frame_indices"], s["aug"])
+    assert torch.equal(again, s["video"])
+    clone = pickle.loads(pickle.dumps(ds))  # what DataLoader workers receive
+    assert "_pool" not in clone.__dict__ and torch.equal(clone.read_frames(0, s["frame_indices"], s["aug"]), again)

@@ -58,9 +58,7 @@ PARTS = (("data", "data (main-loop wait)"), ("data_one_process", "data in one pr
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    main_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    own, main_args = opts.split_at_dashes(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for bench.json and (unless --cache) the feature cache")
     p.add_argument("--devices", default=None, help="comma list among cpu, cuda (default: cpu, and cuda when present)")

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.annotations import (DataError, EK6_CLASSES, VE8_CLASSES, dump_annotation, load_annotation,  # noqa: E402
                                   make_splits, parse_ratio)
 from datasets.feature_cache import sha256_file  # noqa: E402
+import opts  # noqa: E402
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 PROTOCOL_RATIOS = {tuple(sorted(VE8_CLASSES)): "2:1", tuple(sorted(EK6_CLASSES)): "1:1"}
@@ -40,9 +41,7 @@ SCALARS = ("acc", "mean_class_acc", "polarity_acc")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    main_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    own, main_args = opts.split_at_dashes(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--annotation", required=True, help="the released split's annotation JSON (split 1)")
     p.add_argument("--n", type=int, default=10, help="number of splits, the released one included (default 10)")
