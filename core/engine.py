@@ -5,6 +5,7 @@ A method supplies `train_step(model, batch, epoch) -> (loss, logs)` and `predict
 `method.curve_names`). The engine moves batches to the device, runs autocast, accumulates gradients, steps the
 optimiser and the EMA, stops on a non-finite loss, and gathers predictions across processes.
 """
+import contextlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -56,15 +57,17 @@ def train_one_epoch(model, method, loader, optimizer, ctx: TrainContext, epoch: 
     bar = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not (ctx.progress and ctx.dist.is_main))
     for i, batch in enumerate(bar):
         batch = to_device(batch, ctx.device)
-        with ctx.autocast():
-            loss, logs = method.train_step(model, batch, epoch)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"loss is {loss.item()} at epoch {epoch}, step {i} (videos {batch.get('video_id')}); "
-                "lower --lr, use --amp none or bf16, and resume from the last checkpoint with --resume")
-        scaled = loss / ctx.accum_steps
-        (ctx.scaler.scale(scaled) if ctx.scaler is not None else scaled).backward()
-        if (i + 1) % ctx.accum_steps == 0 or (i + 1) == len(loader):
+        step_now = (i + 1) % ctx.accum_steps == 0 or (i + 1) == len(loader)
+        with _grad_sync(model, step_now):  # DDP all-reduces only on the micro-step that steps the optimiser
+            with ctx.autocast():
+                loss, logs = method.train_step(model, batch, epoch)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"loss is {loss.item()} at epoch {epoch}, step {i} (videos {batch.get('video_id')}); "
+                    "lower --lr, use --amp none or bf16, and resume from the last checkpoint with --resume")
+            scaled = loss / ctx.accum_steps
+            (ctx.scaler.scale(scaled) if ctx.scaler is not None else scaled).backward()
+        if step_now:
             _optimizer_step(model, optimizer, ctx)
         ctx.global_step += 1
         n_steps += 1
@@ -76,6 +79,13 @@ def train_one_epoch(model, method, loader, optimizer, ctx: TrainContext, epoch: 
         bar.set_postfix(loss=f"{logs['loss']:.3f}")
     totals = all_reduce_sum(torch.tensor([sums.get(k, 0.0) for k in sorted(sums)] + [n_steps], dtype=torch.float64))
     return {k: (totals[j] / max(totals[-1], 1)).item() for j, k in enumerate(sorted(sums))}
+
+
+def _grad_sync(model, sync: bool):
+    """DDP's no_sync() on accumulation micro-steps that do not step the optimiser; a no-op otherwise."""
+    if sync or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def _optimizer_step(model, optimizer, ctx: TrainContext) -> None:

@@ -21,6 +21,7 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
     out["confusion"] = confusion_matrix(probs, y, len(labels)).tolist()
     out["labels"] = list(labels)
     present = [c for c in curves if c in records[0]]
+    out["curves"] = present
     detections = {}
     if present:
         detections = detect_batch({c: np.stack([r[c] for r in records]) for c in present},

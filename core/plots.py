@@ -62,18 +62,10 @@ def timeline_figure(thumbnails: Sequence, seg_times, curves: Mapping, detected: 
     times = np.asarray(seg_times, dtype=np.float64)
     if times.ndim != 2 or times.shape[1] != 2 or times.shape[0] == 0:
         raise ValueError(f"seg_times must be (T, 2); got shape {times.shape}")
-    T = times.shape[0]
-    centres = times.mean(axis=1)
-    ys = {}
-    for name, c in curves.items():
-        y = np.asarray(c, dtype=np.float64).reshape(-1)
-        if y.shape != (T,):
-            raise ValueError(f"curve {name!r} has {y.size} values for {T} segments")
-        ys[name] = y
+    ys = _curves(curves, times.shape[0])
     thumbs = [(float(t), _image(img, f"thumbnail at {t} s")) for t, img in thumbnails]
     det = [(*_spans([d[:2]], "detected")[0], float(d[2])) for d in detected]
     gt = _spans(ground_truth, "ground_truth")
-
     x0 = min([times.min()] + [s for s, _, _ in det] + [s for s, _ in gt])
     x1 = max([times.max()] + [e for _, e, _ in det] + [e for _, e in gt])
     if x1 <= x0:
@@ -84,75 +76,94 @@ def timeline_figure(thumbnails: Sequence, seg_times, curves: Mapping, detected: 
     grid = fig.add_gridspec(nrows=3, height_ratios=(1.3, 2.2, 0.8), left=0.1, right=0.98, top=0.88,
                             bottom=0.1, hspace=0.08, wspace=0.35, **cols)
     ax_img = fig.add_subplot(grid[0, 0])
-    ax_cur = fig.add_subplot(grid[1, 0], sharex=ax_img)
-    ax_seg = fig.add_subplot(grid[2, 0], sharex=ax_img)
-
-    ax_img.set_xlim(x0, x1)
-    ax_img.set_ylim(0.0, 1.0)
-    ax_img.set_yticks([])
-    ax_img.tick_params(labelbottom=False, bottom=False)
-    for spine in ax_img.spines.values():
-        spine.set_visible(False)
-    if thumbs:
-        box = ax_img.get_position()  # figure fraction
-        px_w, px_h = box.width * figsize[0] * dpi, box.height * figsize[1] * dpi
-        sec_per_px = (x1 - x0) / px_w
-        slot = (x1 - x0) / len(thumbs) * 0.96
-        for t, img in thumbs:
-            h = 0.96
-            w = h * px_h * img.shape[1] / img.shape[0] * sec_per_px
-            if w > slot:
-                h, w = h * slot / w, slot
-            left = min(max(t - w / 2, x0), x1 - w)  # keep the whole thumbnail inside the time axis
-            ax_img.imshow(img, extent=(left, left + w, 0.5 - h / 2, 0.5 + h / 2), aspect="auto",
-                          interpolation="bilinear")
-        ax_img.set_xlim(x0, x1)
-        ax_img.set_ylim(0.0, 1.0)
-
-    for s, e in gt:
-        ax_cur.axvspan(s, e, color=GT_COLOUR, alpha=0.15, lw=0)
-    for s, e, _ in det:
-        ax_cur.axvspan(s, e, color=DETECTED_COLOUR, alpha=0.2, lw=0)
-    for i, (name, y) in enumerate(ys.items()):
-        ax_cur.plot(centres, y, "-o", ms=3.5, lw=1.6, color=CURVE_COLOURS[i % len(CURVE_COLOURS)], label=name)
-    if threshold is not None:
-        ax_cur.axhline(threshold, color="0.35", ls="--", lw=1.0, label=f"threshold {threshold:g}")
-    ax_cur.set_ylabel("attention")
-    ax_cur.tick_params(labelbottom=False)
-    ax_cur.grid(alpha=0.3)
-    if ys or threshold is not None:
-        ax_cur.legend(loc="upper right", fontsize=8, framealpha=0.8)
-
-    ax_seg.broken_barh([(s, e - s) for s, e in gt], (1.15, 0.7), color=GT_COLOUR)
-    top = max([sc for _, _, sc in det] + [1e-12])
-    for s, e, sc in det:
-        ax_seg.broken_barh([(s, e - s)], (0.15, 0.7), color=DETECTED_COLOUR, alpha=0.35 + 0.65 * max(sc, 0) / top)
-        ax_seg.text((s + e) / 2, 0.5, f"{sc:.2f}", ha="center", va="center", fontsize=7)
-    ax_seg.set_ylim(0.0, 2.0)
-    ax_seg.set_yticks([0.5, 1.5], ["detected", "ground truth"], fontsize=8)
-    ax_seg.set_xlabel("time (s)")
-    ax_seg.set_xlim(x0, x1)
-
+    _draw_thumbnails(ax_img, thumbs, x0, x1, (figsize[0] * dpi, figsize[1] * dpi))
+    _draw_curves(fig.add_subplot(grid[1, 0], sharex=ax_img), times.mean(axis=1), ys, det, gt, threshold)
+    _draw_segments(fig.add_subplot(grid[2, 0], sharex=ax_img), det, gt, x0, x1)
     head = f"pred: {pred_label}  |  true: {true_label}"
     fig.suptitle(f"{title}\n{head}" if title else head, fontsize=11,
                  color="darkgreen" if str(pred_label) == str(true_label) else "darkred")
-
     if probs is not None:
-        p = np.asarray(probs, dtype=np.float64).reshape(-1)
-        names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(p.size)]
-        if len(names) != p.size:
-            raise ValueError(f"{p.size} class probabilities but {len(names)} class names")
-        colours = ["0.6"] * p.size
-        colours[int(p.argmax())] = DETECTED_COLOUR
-        if str(true_label) in names:
-            colours[names.index(str(true_label))] = GT_COLOUR
-        ax_p = fig.add_subplot(grid[:, 1])
-        ax_p.barh(np.arange(p.size), p, color=colours)
-        ax_p.set_yticks(np.arange(p.size), names, fontsize=8)
-        ax_p.invert_yaxis()
-        ax_p.set_xlim(0.0, 1.0)
-        ax_p.set_xlabel("probability")
+        _draw_probs(fig.add_subplot(grid[:, 1]), probs, class_names, true_label)
     return _render(fig, path)
+
+
+def _curves(curves: Mapping, T: int) -> dict:
+    ys = {}
+    for name, c in curves.items():
+        y = np.asarray(c, dtype=np.float64).reshape(-1)
+        if y.shape != (T,):
+            raise ValueError(f"curve {name!r} has {y.size} values for {T} segments")
+        ys[name] = y
+    return ys
+
+
+def _draw_thumbnails(ax, thumbs: list, x0: float, x1: float, fig_px: tuple) -> None:
+    """Thumbnails centred on their times, aspect kept, inside [x0, x1], shrunk when neighbours would overlap."""
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_yticks([])
+    ax.tick_params(labelbottom=False, bottom=False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if not thumbs:
+        return
+    box = ax.get_position()  # figure fraction
+    px_w, px_h = box.width * fig_px[0], box.height * fig_px[1]
+    sec_per_px = (x1 - x0) / px_w
+    slot = (x1 - x0) / len(thumbs) * 0.96
+    for t, img in thumbs:
+        h = 0.96
+        w = h * px_h * img.shape[1] / img.shape[0] * sec_per_px
+        if w > slot:
+            h, w = h * slot / w, slot
+        left = min(max(t - w / 2, x0), x1 - w)  # keep the whole thumbnail inside the time axis
+        ax.imshow(img, extent=(left, left + w, 0.5 - h / 2, 0.5 + h / 2), aspect="auto", interpolation="bilinear")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(0.0, 1.0)
+
+
+def _draw_curves(ax, centres, ys: dict, det: list, gt: list, threshold) -> None:
+    for s, e in gt:
+        ax.axvspan(s, e, color=GT_COLOUR, alpha=0.15, lw=0)
+    for s, e, _ in det:
+        ax.axvspan(s, e, color=DETECTED_COLOUR, alpha=0.2, lw=0)
+    for i, (name, y) in enumerate(ys.items()):
+        ax.plot(centres, y, "-o", ms=3.5, lw=1.6, color=CURVE_COLOURS[i % len(CURVE_COLOURS)], label=name)
+    if threshold is not None:
+        ax.axhline(threshold, color="0.35", ls="--", lw=1.0, label=f"threshold {threshold:g}")
+    ax.set_ylabel("attention")
+    ax.tick_params(labelbottom=False)
+    ax.grid(alpha=0.3)
+    if ys or threshold is not None:
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+
+
+def _draw_segments(ax, det: list, gt: list, x0: float, x1: float) -> None:
+    ax.broken_barh([(s, e - s) for s, e in gt], (1.15, 0.7), color=GT_COLOUR)
+    top = max([sc for _, _, sc in det] + [1e-12])
+    for s, e, sc in det:
+        ax.broken_barh([(s, e - s)], (0.15, 0.7), color=DETECTED_COLOUR, alpha=0.35 + 0.65 * max(sc, 0) / top)
+        ax.text((s + e) / 2, 0.5, f"{sc:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_ylim(0.0, 2.0)
+    ax.set_yticks([0.5, 1.5], ["detected", "ground truth"], fontsize=8)
+    ax.set_xlabel("time (s)")
+    ax.set_xlim(x0, x1)
+
+
+def _draw_probs(ax, probs, class_names, true_label) -> None:
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(p.size)]
+    if len(names) != p.size:
+        raise ValueError(f"{p.size} class probabilities but {len(names)} class names")
+    colours = ["0.6"] * p.size
+    colours[int(p.argmax())] = DETECTED_COLOUR
+    if str(true_label) in names:
+        colours[names.index(str(true_label))] = GT_COLOUR
+    ax.barh(np.arange(p.size), p, color=colours)
+    ax.set_yticks(np.arange(p.size), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("probability")
 
 
 def confusion_figure(cm, class_names: Sequence[str], normalise: bool = True, title: str = "",

@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
+from datasets.errors import DataError
+
 TRAIN_SUBSET = "training"
 TEST_SUBSET = "validation"
 
@@ -22,16 +24,6 @@ VE8_POSITIVE = ("anticipation", "joy", "surprise", "trust")
 VE8_CLASSES = ("anger", "anticipation", "disgust", "fear", "joy", "sadness", "surprise", "trust")
 EK6_POSITIVE = ("joy", "surprise")
 EK6_CLASSES = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
-
-
-class DataError(ValueError):
-    """Bad input data. `path` names the file or folder, `why` what is wrong with it, `fix` what to do."""
-
-    def __init__(self, path, why: str, fix: str):
-        self.path = str(path)
-        self.why = why
-        self.fix = fix
-        super().__init__(f"{self.path}: {why} (fix: {fix})")
 
 
 # ---------------------------------------------------------------------------------------------- JSON
@@ -236,7 +228,7 @@ def class_polarity(labels: Sequence[str], positive: Optional[Sequence[str]] = No
         elif sorted(lower) == sorted(EK6_CLASSES):
             positive = EK6_POSITIVE
         else:
-            raise ValueError(f"unknown class set {list(labels)}: pass positive=[names of the positive classes] "
+            raise ValueError(f"unknown class set {list(labels)}: pass --positive-classes with the names of the positive classes "
                              "(VE-8 and Ekman-6 are known)")
     pos = {p.lower() for p in positive}
     unknown = pos - set(lower)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torchaudio.compliance import kaldi
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 
 SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100  # one feature frame per 10 ms shift

@@ -1,10 +1,10 @@
-"""Cached features of the frozen visual backbone: a dense temporal grid of snippets x a fixed set of spatial views,
+"""Cached features of the frozen visual backbone: a dense temporal grid of snippets x a fixed set of spatial crops,
 written once per dataset by tools/extract_features.py and read here, lazily, from memory-mapped files.
 
 Layout of a cache folder:
 
     manifest.json              how the cache was made (below) and one entry per video
-    feats/<video_id>.npy       float16 (V, G, D): view v, grid snippet g, feature dim D
+    feats/<video_id>.npy       float16 (V, G, D): crop v, grid snippet g, feature dim D
     backbone_random_init.pth   only for a randomly initialised backbone: its weights, in the published format
 
 Grid. For a video of n frames and L-frame snippets, snippet g starts at frame `grid_starts(n, L, stride)[g]` and
@@ -12,16 +12,17 @@ holds frames (start + l) % n for l < L: the form of every snippet the dataset's 
 `tsn_sample`, loop-padded) reads, whose first frame fixes the rest. The grid is every `stride`-th frame, plus the
 last start n - L that needs no wrap-around, so a snippet that does not wrap always maps to one that does not either.
 A snippet is looked up by the nearest grid start to its first frame (`nearest_grid`, distance taken around the loop):
-at most stride / 2 frames away; stride 1 is exact. An erased view's snippet (models/erasing.py `resample_view`) is
+at most stride / 2 frames away; stride 1 is exact. An erased view's snippet (datasets/frames.py `erased_view_frames`) is
 L consecutive frames of its kept segments, looked up alike; the rare one that straddles two non-adjacent kept
 segments gets the grid snippet of its first frame, i.e. L consecutive frames from there.
 
-Views. Named `<crop>` or `<crop>+flip`, crop one of datasets/frames.py CROPS; each is one spatial draw `aug` (8,)
-with that crop and flip and no rotation or brightness change (`view_aug`), decoded by the dataset's own
-`read_frames`. The default set ("all") is the 5 crops x {plain, flipped} = 10 views, view 0 the centre crop, which
-is what evaluation reads. In training a stored view stands in for the per-video spatial augmentation: either the
-view matching the crop and flip of the dataset's own draw (`view_for_aug`; its rotation and brightness change are
-dropped) or one drawn uniformly (`random_view`).
+Crops (stored spatial views; "view" alone means an erased view of CTEN). Named `<crop>` or `<crop>+flip`, crop one
+of datasets/frames.py CROPS; each is one spatial draw `aug` (8,) with that crop and flip and no rotation or
+brightness change (`crop_aug`), decoded by the dataset's own `read_frames`. The default set ("all") is the 5
+positions x {plain, flipped} = 10 crops, crop 0 the centre, which is what evaluation reads (the manifest keeps its
+older key "views" for them). In training a stored crop stands in for the per-video spatial augmentation: either the
+crop matching the position and flip of the dataset's own draw (`crop_for_aug`; its rotation and brightness change
+are dropped) or one drawn uniformly (`random_crop`).
 
 Manifest fields compared against what a run expects (`cache_expectation`): depth, input_preset,
 snippet_duration, sample_size, backbone_sha256 (of the weight file; for a random backbone, of the saved
@@ -38,13 +39,14 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
-from datasets.annotations import DataError, load_annotation
+from datasets.annotations import load_annotation
+from datasets.errors import DataError
 from datasets.frames import CROPS, IDENTITY_AUG
 
 FORMAT = "cten-feature-cache/1"
 MANIFEST = "manifest.json"
 RANDOM_INIT = "random-init"
-VIEW_SETS = {
+CROP_SETS = {
     "all": tuple(CROPS) + tuple(f"{c}+flip" for c in CROPS),
     "crops": tuple(CROPS),
     "centre": ("centre",),
@@ -85,7 +87,7 @@ def nearest_grid(starts: torch.Tensor, grid: torch.Tensor, n_frames=None) -> tor
 def gather_grid(feats: torch.Tensor, grid: torch.Tensor, starts: torch.Tensor, n_frames=None) -> torch.Tensor:
     """feats (..., G, D) of a grid, grid (..., G) its start frames, snippet starts (..., T) -> (..., T, D): each
     snippet's nearest grid feature. For frame indices (..., T, L) from the dataset or from models/erasing.py
-    `resample_view(s)`, pass frame_indices[..., 0]."""
+    `erased_view_frames`, pass frame_indices[..., 0]."""
     index = nearest_grid(starts, grid, n_frames)  # (..., T)
     return feats.gather(-2, index.unsqueeze(-1).expand(*index.shape, feats.shape[-1]))
 
@@ -106,22 +108,22 @@ def pad_grids(grids: list) -> torch.Tensor:
     return torch.stack([torch.cat([g, g[-1:].expand(longest - g.shape[0], *g.shape[1:])]) for g in grids])
 
 
-# ----------------------------------------------------------------------------------------- the views
+# ----------------------------------------------------------------------------------------- the crops
 
 
-def parse_views(spec: str) -> list:
+def parse_crops(spec: str) -> list:
     """'all' | 'crops' | 'centre' | a comma-separated list of `<crop>` / `<crop>+flip` -> view names."""
-    names = list(VIEW_SETS[spec]) if spec in VIEW_SETS else [s.strip() for s in spec.split(",") if s.strip()]
+    names = list(CROP_SETS[spec]) if spec in CROP_SETS else [s.strip() for s in spec.split(",") if s.strip()]
     for name in names:
         if name.removesuffix("+flip") not in CROPS:
-            raise ValueError(f"unknown view {name!r}: use {', '.join(VIEW_SETS)}, or names among {', '.join(CROPS)} "
+            raise ValueError(f"unknown view {name!r}: use {', '.join(CROP_SETS)}, or names among {', '.join(CROPS)} "
                              "with an optional '+flip'")
     if len(set(names)) != len(names) or not names:
-        raise ValueError(f"views must be distinct and at least one, got {spec!r}")
+        raise ValueError(f"crops must be distinct and at least one, got {spec!r}")
     return names
 
 
-def view_aug(name: str) -> torch.Tensor:
+def crop_aug(name: str) -> torch.Tensor:
     """View name -> the spatial draw `aug` (8,) (datasets/frames.py layout) that the dataset decodes it with."""
     aug = torch.tensor(IDENTITY_AUG)
     aug[0] = CROPS.index(name.removesuffix("+flip"))
@@ -193,7 +195,7 @@ class FeatureCache:
         if not m.get("complete"):
             raise DataError(manifest_path, "the extraction did not finish", "run the same "
                             "`python tools/extract_features.py` command again: it resumes where it stopped")
-        self.views = list(m["views"])
+        self.crops = list(m["views"])  # the manifest's key predates the name "crop"
         self.feature_dim = int(m["feature_dim"])
         self.snippet_duration = int(m["snippet_duration"])
         self.stride = int(m["stride"])
@@ -203,8 +205,8 @@ class FeatureCache:
         self._pid = os.getpid()
 
     @property
-    def n_views(self) -> int:
-        return len(self.views)
+    def n_crops(self) -> int:
+        return len(self.crops)
 
     def _check(self, expect: dict) -> None:
         where = self.path / MANIFEST
@@ -231,28 +233,28 @@ class FeatureCache:
                 why.append(f"{len(moved)} videos have another class in the cache (e.g. {moved[0]}: cache "
                            f"{self.videos[moved[0]]['label']!r}, run {videos[moved[0]]!r})")
             raise DataError(where, "; ".join(why), _FIX.format(path=self.path) + " (over this run's annotation file)")
-        if "centre" not in self.views:
-            raise DataError(where, f"the cache has no 'centre' view (views: {self.views}), which evaluation reads",
-                            _FIX.format(path=self.path) + " with --views including centre")
+        if "centre" not in self.crops:
+            raise DataError(where, f"the cache has no 'centre' crop (crops: {self.crops}), which evaluation reads",
+                            _FIX.format(path=self.path) + " with --crops including centre")
 
-    # ---- views
+    # ---- crops
 
-    def view_index(self, name: str) -> int:
-        if name not in self.views:
-            raise KeyError(f"view {name!r} is not in the cache {self.path} (views: {self.views})")
-        return self.views.index(name)
+    def crop_index(self, name: str) -> int:
+        if name not in self.crops:
+            raise KeyError(f"crop {name!r} is not in the cache {self.path} (crops: {self.crops})")
+        return self.crops.index(name)
 
-    def view_for_aug(self, aug: torch.Tensor) -> int:
+    def crop_for_aug(self, aug: torch.Tensor) -> int:
         """The stored view with the crop and flip of a spatial draw `aug` (8,); rotation and brightness are dropped.
         A flipped draw whose flipped view is not stored takes the plain view of its crop; a crop not stored, centre."""
         crop = CROPS[int(aug[0])]
         for name in ((f"{crop}+flip", crop) if float(aug[1]) else (crop,)) + ("centre",):
-            if name in self.views:
-                return self.views.index(name)
+            if name in self.crops:
+                return self.crops.index(name)
         raise KeyError(f"no view for crop {crop!r} in {self.path}")
 
-    def random_view(self, generator: Optional[torch.Generator] = None) -> int:
-        return int(torch.randint(0, len(self.views), (1,), generator=generator))
+    def random_crop(self, generator: Optional[torch.Generator] = None) -> int:
+        return int(torch.randint(0, len(self.crops), (1,), generator=generator))
 
     # ---- features
 
@@ -270,7 +272,7 @@ class FeatureCache:
         if arr is None:
             entry = self._entry(video_id)
             file = self.path / entry["file"]
-            want = (len(self.views), int(entry["grid"]), self.feature_dim)
+            want = (len(self.crops), int(entry["grid"]), self.feature_dim)
             try:
                 arr = np.load(file, mmap_mode="r")
             except (OSError, ValueError) as e:

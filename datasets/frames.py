@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 
 _FRAME_FILE = re.compile(r"^\d{6}\.jpg$")
 _REEXTRACT = "re-extract this video's frames with `python tools/preprocess ...`"
@@ -98,6 +98,25 @@ def tsn_sample(frames: Sequence[int], seq_len: int, snippet_duration: int, train
         offset = torch.full((T,), (seg - L) // 2)
     positions = (base + offset)[:, None] + torch.arange(L)  # (T, L)
     return frames[positions % n], torch.stack([base, base + seg], dim=1)
+
+
+def erased_view_frames(seg_bounds: torch.Tensor, keep: torch.Tensor, n_frames: int, seq_len: int,
+                       snippet_duration: int, training: bool, generator: Optional[torch.Generator] = None
+                       ) -> torch.Tensor:
+    """The frames of an erased view (CTEN, Sec. 3.3): TSN sampling (`tsn_sample`, the same boundary rule) over the
+    frames of the kept segments -> frame_indices int64 (T, L).
+
+    seg_bounds (S, 2): [start, end) of each segment in the loop-padded frame index space (padded index p is frame
+    p % n_frames), as `tsn_sample` returns them; keep (S,) bool. The kept segments' frames are concatenated in time
+    order (an empty `keep` means the whole video) and sampled like a video of their own.
+    """
+    if not keep.any():
+        keep = torch.ones_like(keep)
+    frames = [torch.arange(int(s), int(e)) for (s, e), k in zip(seg_bounds.tolist(), keep.tolist()) if k]
+    frames = torch.cat(frames) % n_frames
+    if frames.numel() == 0:
+        raise ValueError("the kept segments hold no frames (every [start, end) is empty)")
+    return tsn_sample(frames, seq_len, snippet_duration, training, generator)[0]
 
 
 # ------------------------------------------------------------------------------- spatial transform

@@ -23,7 +23,7 @@ from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 
 NRC_EMOTIONS = ("anger", "anticipation", "disgust", "fear", "joy", "sadness", "surprise", "trust")
 WORD = re.compile(r"[a-z]+")

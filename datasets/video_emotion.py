@@ -60,12 +60,13 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
-from datasets.annotations import (DataError, TEST_SUBSET, TRAIN_SUBSET, carve_validation, load_annotation,
-                                  subset_entries)
-from datasets.audio import SAMPLE_RATE, audio_duration, decode_audio, segment_features
+from datasets.annotations import TEST_SUBSET, TRAIN_SUBSET, carve_validation, load_annotation, subset_entries
+from datasets.errors import DataError
+from datasets.audio import audio_duration, decode_audio
 from datasets.feature_cache import pad_grids
-from datasets.frames import count_frames, draw_spatial_aug, read_fps, read_frames, tsn_sample
-from datasets.transcripts import read_srt, segment_texts
+from datasets.frames import count_frames, read_fps, read_frames
+from datasets.sample import SampleSpec, build_sample
+from datasets.transcripts import read_srt
 
 AUDIO_EXTENSIONS = (".mp3", ".wav")
 # Per-video problems recorded while sampling: name -> bit in the shared flag tensor.
@@ -77,45 +78,40 @@ _SHOW = 5
 class VideoEmotionDataset(Dataset):
     """Videos of one subset of an annotation file under `root` (format and sample dict: module docstring).
 
-    seq_len T segments, one snippet of snippet_duration L frames each, sample_size S pixels;
-    training_aug: random temporal/spatial/audio sampling (default: subset == 'train'); with_audio, with_text:
-    which modalities to read; audio_frames F per segment; audio_features 'fbank' | 'mfcc' (n_mfcc);
-    spec_augment (with freq_mask, time_mask) applies in training_aug only; val_fraction, val_seed: the
+    **sampling: the fields of datasets/sample.py `SampleSpec` (seq_len T segments, one snippet of snippet_duration
+    L frames each, sample_size S pixels, audio_frames F per segment, audio_features 'fbank' | 'mfcc', spec_augment
+    in training_aug only, ...); training_aug: random temporal/spatial/audio sampling (default: subset ==
+    'train'); with_audio, with_text: which modalities to read; val_fraction, val_seed: the
     carved validation subset; missing_audio 'error' | 'zeros'; on_missing 'error' | 'skip' for missing frame
     folders; default_fps when a video has neither an fps file nor audio; decode_threads for JPEG decoding.
     """
 
-    def __init__(self, root, annotation_path, subset: str, seq_len: int = 16, snippet_duration: int = 16,
-                 sample_size: int = 112, training_aug: Optional[bool] = None, with_audio: bool = True,
-                 audio_frames: int = 100, audio_features: str = "fbank", n_mfcc: int = 128,
-                 spec_augment: bool = False, freq_mask: int = 24, time_mask: int = 192,
-                 with_text: bool = False, val_fraction: float = 0.1, val_seed: int = 0,
+    def __init__(self, root, annotation_path, subset: str, training_aug: Optional[bool] = None,
+                 with_audio: bool = True, with_text: bool = False, val_fraction: float = 0.1, val_seed: int = 0,
                  missing_audio: str = "error", on_missing: str = "error", default_fps: float = 30.0,
-                 decode_threads: int = 4, sample_rate: int = SAMPLE_RATE,
-                 frames_dir: str = "imgs", audio_dir: str = "mp3", srt_dir: str = "srt",
-                 feature_cache=None, cache_train_view: str = "aug"):
+                 decode_threads: int = 4, frames_dir: str = "imgs", audio_dir: str = "mp3", srt_dir: str = "srt",
+                 feature_cache=None, cache_train_crop: str = "aug", **sampling):
         if subset not in ("train", "val", "test"):
             raise ValueError(f"subset must be 'train', 'val' or 'test', got {subset!r}")
         if missing_audio not in ("error", "zeros"):
             raise ValueError(f"missing_audio must be 'error' or 'zeros', got {missing_audio!r}")
         if on_missing not in ("error", "skip"):
             raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
-        if audio_features not in ("fbank", "mfcc"):
-            raise ValueError(f"audio_features must be 'fbank' or 'mfcc', got {audio_features!r}")
-        if spec_augment and audio_features != "fbank":
+        self.spec = spec = SampleSpec(**sampling)
+        if spec.audio_features not in ("fbank", "mfcc"):
+            raise ValueError(f"audio_features must be 'fbank' or 'mfcc', got {spec.audio_features!r}")
+        if spec.spec_augment and spec.audio_features != "fbank":
             raise ValueError("spec_augment applies to audio_features='fbank' only")
+        if cache_train_crop not in ("aug", "random"):
+            raise ValueError(f"cache_train_crop must be 'aug' or 'random', got {cache_train_crop!r}")
         self.root = Path(root)
         self.subset = subset
-        self.seq_len, self.snippet_duration, self.sample_size = seq_len, snippet_duration, sample_size
+        self.seq_len, self.snippet_duration, self.sample_size = spec.seq_len, spec.snippet_duration, spec.sample_size
         self.training_aug = subset == "train" if training_aug is None else bool(training_aug)
         self.with_audio, self.with_text = with_audio, with_text
-        self.audio_frames, self.audio_features, self.n_mfcc = audio_frames, audio_features, n_mfcc
-        self.spec_augment, self.freq_mask, self.time_mask = spec_augment, freq_mask, time_mask
         self.missing_audio, self.default_fps = missing_audio, float(default_fps)
-        self.decode_threads, self.sample_rate = decode_threads, sample_rate
-        if cache_train_view not in ("aug", "random"):
-            raise ValueError(f"cache_train_view must be 'aug' or 'random', got {cache_train_view!r}")
-        self.feature_cache, self.cache_train_view = feature_cache, cache_train_view
+        self.decode_threads, self.sample_rate = decode_threads, spec.sample_rate
+        self.feature_cache, self.cache_train_crop = feature_cache, cache_train_crop
 
         data = load_annotation(annotation_path)
         self.labels = list(data["labels"])
@@ -134,15 +130,15 @@ class VideoEmotionDataset(Dataset):
                                 "srt": srt if srt.is_file() else None})
         if missing and (on_missing == "error" or not self.videos):
             raise DataError(self.root / frames_dir, _listing(missing, len(entries), "have no usable frame folder"),
-                            "create the frames with `python tools/preprocess ...`, or pass on_missing='skip'")
+                            "create the frames with `python tools/preprocess ...`, or pass --on-missing-video skip")
         self.skipped = [(vid, why) for vid, _, why in missing]  # [(video_id, reason)] dropped at construction
         if with_audio and missing_audio == "error":
             absent = [(v["video_id"], v["audio"], "not found") for v in self.videos if not v["audio"].is_file()]
             if absent:
                 raise DataError(self.root / audio_dir,
                                 _listing(absent, len(self.videos), "have no audio file (.mp3/.wav)"),
-                                "extract the audio with `python tools/preprocess ...`, pass missing_audio='zeros' "
-                                "to use silence, or with_audio=False")
+                                "extract the audio with `python tools/preprocess ...`, pass --missing-audio zeros "
+                                "to use silence, or train a video-only configuration")
         self._flags = torch.zeros(len(self.videos), dtype=torch.uint8).share_memory_()
 
     @staticmethod
@@ -180,34 +176,14 @@ class VideoEmotionDataset(Dataset):
         elif not self.with_audio and v["audio"].is_file():
             audio_seconds = audio_duration(v["audio"])
         fps = read_fps(v["frame_dir"], v["n_frames"], audio_seconds, self.default_fps)
-
-        frame_indices, seg_bounds = tsn_sample(torch.arange(v["n_frames"]), self.seq_len, self.snippet_duration,
-                                               self.training_aug, g)
-        seg_times = seg_bounds.double() / fps  # (T, 2)
-        aug = draw_spatial_aug(self.training_aug, g)
-        sample = {
-            "label": torch.tensor(v["label"], dtype=torch.long),
-            "index": torch.tensor(index, dtype=torch.long),
-            "video_id": v["video_id"],
-            "frame_indices": frame_indices,
-            "seg_bounds": seg_bounds,
-            "seg_times": seg_times.float(),
-            "aug": aug,
-            "n_frames": torch.tensor(v["n_frames"], dtype=torch.long),
-            "fps": torch.tensor(fps, dtype=torch.float32),
-            "texts": self._texts(index, seg_times, v["n_frames"] / fps),
-        }
         if self.feature_cache is None:
-            sample["video"] = self.read_frames(index, frame_indices, aug)
+            read_visual = lambda fi, aug, g: {"video": self.read_frames(index, fi, aug)}  # noqa: E731
         else:
-            sample.update(self._cached_features(v, frame_indices, aug, g))
-        if self.with_audio:
-            if wave is None:
-                wave = torch.zeros(max(1, round(v["n_frames"] / fps * self.sample_rate)))
-            sample["audio"] = segment_features(
-                wave, seg_times, self.sample_rate, self.audio_frames, self.audio_features, self.n_mfcc,
-                training=self.training_aug, spec_aug=self.spec_augment and self.training_aug,
-                freq_mask=self.freq_mask, time_mask=self.time_mask, generator=g)  # (T, F, 128)
+            read_visual = lambda fi, aug, g: self._cached_features(v, fi, aug, g)  # noqa: E731
+        sample = build_sample(self.spec, v["n_frames"], fps, read_visual, self.training_aug, g, wave=wave,
+                              with_audio=self.with_audio, cues=self._cues(index))
+        sample.update(video_id=v["video_id"], label=torch.tensor(v["label"], dtype=torch.long),
+                      index=torch.tensor(index, dtype=torch.long))
         return sample
 
     def _cached_features(self, v: dict, frame_indices: torch.Tensor, aug: torch.Tensor, g) -> dict:
@@ -215,7 +191,7 @@ class VideoEmotionDataset(Dataset):
         from the stored spatial view standing in for the frames' transform (the one matching this draw's crop and
         flip, or a random one), and in training the video's whole grid for the erased views."""
         cache = self.feature_cache
-        view = cache.random_view(g) if (self.training_aug and self.cache_train_view == "random") else cache.view_for_aug(aug)
+        view = cache.random_crop(g) if (self.training_aug and self.cache_train_crop == "random") else cache.crop_for_aug(aug)
         out = {"visual_feats": cache.lookup(v["video_id"], view, frame_indices[:, 0], v["n_frames"])}
         if self.training_aug:
             out["grid_feats"], out["grid_starts"] = cache.grid(v["video_id"], view, dtype=torch.float16)
@@ -255,16 +231,17 @@ class VideoEmotionDataset(Dataset):
             self._flag(index, "audio_silent")
         return wave
 
-    def _texts(self, index: int, seg_times: torch.Tensor, duration: float) -> list:
+    def _cues(self, index: int) -> Optional[list]:
+        """The transcript's cues (None without text); garbage or unusable transcripts are recorded."""
         srt = self.videos[index]["srt"]
         if not self.with_text or srt is None:
-            return [""] * self.seq_len
+            return None
         transcript = read_srt(srt)
         if transcript.garbage:
             self._flag(index, "transcript_garbage")
         if transcript.unusable:
             self._flag(index, "transcript_unusable")
-        return segment_texts(transcript.cues, seg_times, duration)
+        return transcript.cues
 
     def _flag(self, index: int, issue: str) -> None:
         self._flags[index] |= ISSUES[issue]

@@ -5,7 +5,7 @@ pipeline. The fbank is seen as a 1-channel image of n_mels rows (frequency) by F
 and cut into overlapping 16 x 16 patches with strides 10 (frequency) and 10 (time): 12 x 9 = 108
 patches, flattened frequency-major (patch index = f * 9 + t). A CLS and a distillation token are
 prepended (110 tokens) and a learnt positional embedding is added. The AudioSet checkpoint's
-embedding covers a 12 x 101 grid (1024 frames); `models.checkpoints.cut_ast_pos_embed` adapts it to
+embedding covers a 12 x 101 grid (1024 frames); `models.pretrained.cut_ast_pos_embed` adapts it to
 this grid when the file is loaded.
 """
 from dataclasses import dataclass

@@ -3,7 +3,7 @@
 Per segment the spectrogram (F time frames x 128 mel bins) is one single-channel image with time as height and
 mel as width (the official orientation). The torchvision ResNet's first conv is replaced for one input channel:
 
-| `first_conv` | kernel / stride / padding | ImageNet init (models/checkpoints.py) |
+| `first_conv` | kernel / stride / padding | ImageNet init (models/pretrained.py) |
 | --- | --- | --- |
 | `official` (default) | (7, 1) / (2, 1) / (3, 0), the CTEN and VAANet release | none: the shapes differ, it starts random |
 | `imagenet` | 7x7 / 2 / 3, torchvision's own | the sum of the three RGB kernels |

@@ -17,7 +17,7 @@ Where a part is switched off (the Table 2 ablations), it is the identity: withou
 F'' = F' and the paper attention reads F' alone. Each attention is pooled as mean_t(A_t f_t) (the release's pooling)
 over F'' of its stream. The visual backbone is always frozen (eval mode, no gradients); `trainable_parameters()`
 lists what the optimiser should see: the audio branch and the heads. Pretrained weights are filled in afterwards by
-models/checkpoints.py: `load_resnet3d(path, model.visual)`, `load_torchvision_resnet(path, model.audio)`.
+models/pretrained.py: `load_resnet3d(path, model.visual)`, `load_torchvision_resnet(path, model.audio)`.
 """
 import torch
 from torch import nn

@@ -1,5 +1,5 @@
-"""Temporal erasing (paper Sec. 3.3, Eqs. 8-9) as pure functions: which segments are keyframes, and how an erased view
-is rebuilt from the kept segments.
+"""Temporal erasing (paper Sec. 3.3, Eqs. 8-9) as pure functions: which segments are keyframes, and the `reuse`
+shortcut's view index (the faithful views' frames are TSN-sampled by datasets/frames.py `erased_view_frames`).
 
 Rules (`rule=`):
 - `paper` (default): each attention is min-max normalised over T (Eq. 8); a segment is a keyframe when every given
@@ -10,7 +10,7 @@ Rules (`rule=`):
   joint attention, which CTEN's joint head returns as both att_v and att_a; several attentions must all agree).
 
 A view whose mask is empty (e.g. every segment is a keyframe, so the context is empty) falls back to the whole
-video: `resample_view` and `reuse_view` treat an all-False mask as all-True. The masks themselves are returned
+video: `erased_view_frames` and `reuse_view` treat an all-False mask as all-True. The masks themselves are returned
 unchanged so callers can count such fallbacks.
 """
 import torch
@@ -41,42 +41,6 @@ def erasing_masks(atts: list[torch.Tensor], theta: float = 0.7, rule: str = "pap
         context = torch.stack([a < th for a, th in zip(atts, thresholds)]).all(dim=0)
         return key, context
     raise ValueError(f"erasing rule {rule!r} is not 'paper' or 'official'")
-
-
-def resample_view(seg_bounds: torch.Tensor, keep: torch.Tensor, n_frames: int, T: int, L: int, training: bool,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """The frames of a view made of the kept segments, sampled like TSN: -> frame_indices int64 (T, L).
-
-    seg_bounds (S, 2): [start, end) of each segment in the loop-padded frame index space (padded index p is frame
-    p % n_frames); keep (S,) bool. The kept segments' padded indices are concatenated in time order (an empty `keep`
-    means the whole video), loop-padded to at least T * L, split into T contiguous parts whose boundaries are
-    floor(i * N / T) (so every kept frame lies in exactly one part and each part holds >= L frames), and one L-frame
-    snippet is drawn per part: at a random start in training (from `generator`), at the centre otherwise.
-    """
-    if not keep.any():
-        keep = torch.ones_like(keep)
-    frames = torch.cat([torch.arange(int(s), int(e)) for (s, e), k in zip(seg_bounds.tolist(), keep.tolist()) if k])
-    if frames.numel() == 0:
-        raise ValueError("the kept segments hold no frames (every [start, end) is empty)")
-    if frames.numel() < T * L:
-        frames = frames.repeat(-(-T * L // frames.numel()))
-    n = frames.numel()
-    starts = torch.arange(T + 1) * n // T  # part boundaries, (T + 1,)
-    room = starts[1:] - starts[:-1] - L  # (T,) >= 0
-    if training:
-        offset = (torch.rand(T, generator=generator) * (room + 1)).long().clamp_max(room)
-    else:
-        offset = room // 2
-    index = (starts[:-1] + offset).unsqueeze(1) + torch.arange(L)  # (T, L)
-    return frames[index] % n_frames
-
-
-def resample_views(seg_bounds: torch.Tensor, keep: torch.Tensor, n_frames: torch.Tensor, L: int, training: bool,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Batched `resample_view`: seg_bounds (B, T, 2), keep (B, T), n_frames (B,) -> frame_indices (B, T, L)."""
-    T = keep.shape[1]
-    return torch.stack([resample_view(sb, k, int(n), T, L, training, generator)
-                        for sb, k, n in zip(seg_bounds, keep, n_frames)])
 
 
 def reuse_view(keep: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch.nn as nn
 from timm.layers import Mlp
 from timm.models.vision_transformer import Block
 
-from models.checkpoints import CheckpointError
+from models.pretrained import CheckpointError
 from models.video_vit import LayerNorm6, init_vit_weights, sinusoid_table
 
 _EPS_COUNT = 1e-6  # guards floor(n * ratio) against float error (int(100 * 0.29) == 28)

@@ -16,7 +16,7 @@ from timm.layers import trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
 from models.ast import AST, ASTConfig, N_EXTRA_TOKENS
-from models.checkpoints import load_ast, load_videomae
+from models.pretrained import load_ast, load_videomae
 from models.video_vit import VideoViT, VideoViTConfig, cls_attention
 
 

@@ -3,7 +3,7 @@ as a feature extractor: uint8 clips in, one pooled feature vector per clip out.
 
 Module names and shapes follow the layout of kenshohara/3D-ResNets-PyTorch (shortcut type B, a 1x1x1 conv + BN on
 every projection shortcut, `conv1` 7x7x7 with stride (1, 2, 2), max pool, `layer1`..`layer4`), so that both published
-Kinetics checkpoints load with no missing or unexpected keys (models/checkpoints.py `load_resnet3d`):
+Kinetics checkpoints load with no missing or unexpected keys (models/pretrained.py `load_resnet3d`):
 
 | preset | file | keys | trained on pixels |
 | --- | --- | --- | --- |

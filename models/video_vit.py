@@ -10,7 +10,7 @@ weight (3D, D) and two bias vectors `q_bias`, `v_bias` (D,) and applies the bias
 `cat(q_bias, 0, v_bias)`. The k part of the bias is a constant zero, not a parameter, so it can
 neither be trained nor decayed, and timm's fused scaled-dot-product attention runs as usual.
 State-dict keys: `blocks.i.attn.qkv.{weight,q_bias,v_bias}` (VideoMAE files name the biases
-`blocks.i.attn.{q_bias,v_bias}`; `models/checkpoints.py` maps them).
+`blocks.i.attn.{q_bias,v_bias}`; `models/pretrained.py` maps them).
 """
 from dataclasses import dataclass
 from functools import partial

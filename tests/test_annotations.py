@@ -3,8 +3,8 @@ from collections import Counter
 
 import pytest
 
-from datasets.annotations import (DataError, annotation_from_split_lists, carve_validation, class_polarity,
-                                  load_annotation, make_splits, parse_ratio, read_split_list, subset_entries)
+from datasets.annotations import (annotation_from_split_lists, carve_validation, class_polarity, load_annotation, make_splits, parse_ratio, read_split_list, subset_entries)
+from datasets.errors import DataError
 from tools import make_splits as make_splits_tool
 
 VE8_TRAIN = [74, 64, 75, 113, 114, 64, 166, 61]

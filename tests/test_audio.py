@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchaudio.compliance import kaldi
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 from datasets.audio import (decode_audio, log_mel, normalise_fbank, num_frames, segment_features, spec_augment,
                             window_frames, window_starts)
 from fixtures_data import tone, write_audio, write_video_only

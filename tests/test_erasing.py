@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from models.erasing import erasing_masks, minmax_normalize, resample_view, resample_views, reuse_view
+from datasets.frames import erased_view_frames
+from models.erasing import erasing_masks, minmax_normalize, reuse_view
 
 
 def test_minmax_normalises_each_row_over_time():
@@ -63,16 +64,16 @@ def bounds(n_segments, length, start=0):
 def test_view_covers_exactly_the_kept_frames_in_time_order():
     seg = bounds(4, 8)  # [0, 8), [8, 16), [16, 24), [24, 32)
     keep = torch.tensor([True, False, True, False])
-    out = resample_view(seg, keep, n_frames=32, T=4, L=4, training=False)
+    out = erased_view_frames(seg, keep, n_frames=32, seq_len=4, snippet_duration=4, training=False)
     expected = torch.cat([torch.arange(0, 8), torch.arange(16, 24)]).view(4, 4)
     assert torch.equal(out, expected)
-    out = resample_view(seg, keep, n_frames=32, T=4, L=4, training=True, generator=torch.Generator().manual_seed(0))
+    out = erased_view_frames(seg, keep, n_frames=32, seq_len=4, snippet_duration=4, training=True, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, expected)
 
 
 def test_eval_view_takes_the_centre_of_each_part():
     seg = bounds(2, 20)
-    out = resample_view(seg, torch.tensor([False, True]), n_frames=40, T=2, L=4, training=False)
+    out = erased_view_frames(seg, torch.tensor([False, True]), n_frames=40, seq_len=2, snippet_duration=4, training=False)
     assert torch.equal(out, torch.tensor([[23, 24, 25, 26], [33, 34, 35, 36]]))  # parts [20, 30), [30, 40)
 
 
@@ -82,7 +83,7 @@ def test_training_view_draws_inside_each_part_reproducibly():
     kept = set(range(30, 90)) | set(range(120, 150))
     draws = []
     for seed in (0, 0, 1, 2):
-        out = resample_view(seg, keep, 180, T=5, L=6, training=True, generator=torch.Generator().manual_seed(seed))
+        out = erased_view_frames(seg, keep, 180, seq_len=5, snippet_duration=6, training=True, generator=torch.Generator().manual_seed(seed))
         assert out.shape == (5, 6) and set(out.flatten().tolist()) <= kept
         kept_list = sorted(kept)
         for i, row in enumerate(out.tolist()):
@@ -96,31 +97,31 @@ def test_training_view_draws_inside_each_part_reproducibly():
 
 def test_short_view_is_loop_padded_and_padded_indices_wrap():
     seg = torch.tensor([[0, 3], [3, 6], [6, 9], [9, 12]])
-    out = resample_view(seg, torch.tensor([False, False, False, True]), n_frames=10, T=3, L=4, training=False)
+    out = erased_view_frames(seg, torch.tensor([False, False, False, True]), n_frames=10, seq_len=3, snippet_duration=4, training=False)
     # kept padded indices 9, 10, 11 -> frames 9, 0, 1; looped to 12 frames, split into 3 parts of 4
     assert torch.equal(out, torch.tensor([[9, 0, 1, 9], [0, 1, 9, 0], [1, 9, 0, 1]]))
 
 
 def test_empty_view_falls_back_to_the_whole_video():
     seg = bounds(4, 8)
-    whole = resample_view(seg, torch.ones(4, dtype=torch.bool), 32, T=4, L=8, training=False)
-    empty = resample_view(seg, torch.zeros(4, dtype=torch.bool), 32, T=4, L=8, training=False)
+    whole = erased_view_frames(seg, torch.ones(4, dtype=torch.bool), 32, seq_len=4, snippet_duration=8, training=False)
+    empty = erased_view_frames(seg, torch.zeros(4, dtype=torch.bool), 32, seq_len=4, snippet_duration=8, training=False)
     assert torch.equal(empty, whole) and torch.equal(whole, torch.arange(32).view(4, 8))
 
 
 def test_view_of_empty_segments_raises():
     with pytest.raises(ValueError, match="no frames"):
-        resample_view(torch.tensor([[3, 3], [5, 5]]), torch.tensor([True, True]), 10, T=2, L=2, training=False)
+        erased_view_frames(torch.tensor([[3, 3], [5, 5]]), torch.tensor([True, True]), 10, seq_len=2, snippet_duration=2, training=False)
 
 
 def test_batched_views_match_single_views():
     seg = torch.stack([bounds(4, 8), bounds(4, 5)])
     keep = torch.tensor([[True, False, False, True], [False, True, True, True]])
     n_frames = torch.tensor([32, 17])
-    out = resample_views(seg, keep, n_frames, L=3, training=False)
+    out = torch.stack([erased_view_frames(sb, k, int(n), 4, 3, False) for sb, k, n in zip(seg, keep, n_frames)])
     assert out.shape == (2, 4, 3)
     for b in range(2):
-        assert torch.equal(out[b], resample_view(seg[b], keep[b], int(n_frames[b]), 4, 3, False))
+        assert torch.equal(out[b], erased_view_frames(seg[b], keep[b], int(n_frames[b]), 4, 3, False))
     assert out[1].max() < 17
 
 

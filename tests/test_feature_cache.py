@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 from datasets.feature_cache import (FeatureCache, cache_expectation, gather_grid, grid_lookup, grid_starts,
-                                    nearest_grid, pad_grids, parse_views, view_aug)
+                                    nearest_grid, pad_grids, parse_crops, crop_aug)
 from datasets.frames import tsn_sample
 from datasets.video_emotion import VideoEmotionDataset
 from fixtures_data import write_frames
-from models.checkpoints import load_resnet3d
-from models.erasing import resample_view, resample_views
+from models.pretrained import load_resnet3d
+from datasets.frames import erased_view_frames
 from models.resnet3d import ResNet3D
 from tools.extract_features import main as extract_main
 
@@ -36,7 +36,7 @@ def make_root(root, frames=FRAMES):
 def extract_args(root, ann, out, stride, *extra):
     return ["--root", str(root), "--annotation", str(ann), "--out", str(out), "--visual-depth", "10",
             "--visual-input", "kinetics400", "--snippet-duration", str(L), "--sample-size", str(S),
-            "--stride", str(stride), "--views", VIEWS, "--chunk", "5", "--workers", "0", "--no-progress", *extra]
+            "--stride", str(stride), "--crops", VIEWS, "--chunk", "5", "--workers", "0", "--no-progress", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +74,10 @@ def test_pad_grids_and_batched_gather():
 
 
 def test_views():
-    assert parse_views("all")[0] == "centre" and len(parse_views("all")) == 10
-    assert view_aug("top-right+flip").tolist() == [2, 1, 0, 1, 0, 0, 0, 0]
+    assert parse_crops("all")[0] == "centre" and len(parse_crops("all")) == 10
+    assert crop_aug("top-right+flip").tolist() == [2, 1, 0, 1, 0, 0, 0, 0]
     with pytest.raises(ValueError, match="unknown view 'middle'"):
-        parse_views("centre,middle")
+        parse_crops("centre,middle")
 
 
 def backbone_from_cache(path):
@@ -97,20 +97,20 @@ def test_cached_features_equal_backbone_on_dataset_snippets(cache_dir):
         s = ds[i]
         with torch.no_grad():
             want = model(s["video"])  # (T, D)
-        got = cache.lookup(s["video_id"], cache.view_for_aug(s["aug"]), s["frame_indices"][:, 0], int(s["n_frames"]))
+        got = cache.lookup(s["video_id"], cache.crop_for_aug(s["aug"]), s["frame_indices"][:, 0], int(s["n_frames"]))
         torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
     # other views, on an erased view's re-sampled frames (kept segments contiguous and >= T * L frames long, so
     # each re-sampled snippet is L consecutive frames)
     ds = VideoEmotionDataset(base / "root", ann, "train", seq_len=3, snippet_duration=L, sample_size=S,
                              with_audio=False, val_fraction=0.0, decode_threads=1)
     _, bounds = tsn_sample(torch.arange(21), 3, L, training=False)
-    view_fi = resample_view(bounds, torch.tensor([False, True, True]), 21, 3, L, training=True,
+    view_fi = erased_view_frames(bounds, torch.tensor([False, True, True]), 21, 3, L, training=True,
                             generator=torch.Generator().manual_seed(0))
     assert (view_fi[:, 0] >= 7).all()
     for name in ("top-left+flip", "bottom-right"):
         with torch.no_grad():
-            want = model(ds.read_frames(ds.video_ids.index("a_long"), view_fi, view_aug(name)))
-        got = cache.lookup("a_long", cache.view_index(name), view_fi[:, 0])
+            want = model(ds.read_frames(ds.video_ids.index("a_long"), view_fi, crop_aug(name)))
+        got = cache.lookup("a_long", cache.crop_index(name), view_fi[:, 0])
         torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
     feats, starts = cache.grid("a_long", 0)
     assert feats.shape == (len(grid_starts(21, L, 1)), 512) and starts.tolist() == list(range(21))
@@ -128,7 +128,7 @@ def test_erased_views_from_the_cache_cover_the_kept_segments():
         reachable = set(nearest_grid(kept, grid, n).tolist())  # grid snippets nearest to a kept frame
         chosen = set()
         for _ in range(50):
-            fi = resample_view(bounds, keep, n, T, L, training=True, generator=gen)
+            fi = erased_view_frames(bounds, keep, n, T, L, training=True, generator=gen)
             idx = nearest_grid(fi[:, 0], grid, n)
             d = (grid[idx] - fi[:, 0]).abs()
             assert int(torch.minimum(d, n - d).max()) <= stride // 2
@@ -142,14 +142,14 @@ def test_erased_views_from_the_cache_cover_the_kept_segments():
     # batched: the views of a batch looked up in padded grids equal the per-video lookups
     feats = torch.randn(len(grid), 7)
     keep = torch.tensor([[True, False, False, True], [False, True, True, False]])
-    fi = resample_views(torch.stack([bounds, bounds]), keep, torch.tensor([n, n]), L, training=False)
+    fi = torch.stack([erased_view_frames(bounds, k, n, T, L, training=False) for k in keep])
     got = gather_grid(pad_grids([feats, feats]), pad_grids([grid, grid]), fi[..., 0], torch.tensor([n, n]))
     torch.testing.assert_close(got[1], feats[nearest_grid(fi[1, :, 0], grid, n)])
     # CTENMethod's per-video grid_lookup over a collated batch whose second video has a shorter grid
     short = grid_starts(40, L, stride)
     batch = {"grid_feats": pad_grids([feats, feats[:len(short)]]), "grid_starts": pad_grids([grid, short]),
              "n_frames": torch.tensor([n, 40])}
-    view = resample_view(torch.tensor([[0, 10], [10, 20], [20, 30], [30, 40]]), keep[1], 40, T, L, training=True,
+    view = erased_view_frames(torch.tensor([[0, 10], [10, 20], [20, 30], [30, 40]]), keep[1], 40, T, L, training=True,
                          generator=gen)
     torch.testing.assert_close(grid_lookup(batch, 1, view), feats[nearest_grid(view[:, 0], short, 40)])
 

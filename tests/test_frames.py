@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 from datasets.frames import (CROPS, IDENTITY_AUG, apply_spatial_aug, count_frames, decode_frame, draw_spatial_aug,
                              read_fps, read_frames, tsn_sample)
 from fixtures_data import write_frames

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 from datasets.lexicon import EmotionLexicon, load_lexicon, nrc_path
 
 VE8 = ["Anger", "Anticipation", "Disgust", "Fear", "Joy", "Sadness", "Surprise", "Trust"]

@@ -1,5 +1,5 @@
-"""main.py end to end on a tiny dataset: training, resume equivalence, --eval-only, torchrun with gloo, and the
-CTEN three-view step on a fixed batch."""
+"""main.py's run (core/run.py `main`, in-process) end to end on a tiny dataset: training, resume equivalence,
+--eval-only, torchrun with gloo, and the CTEN three-view step on a fixed batch."""
 import json
 import os
 import subprocess
@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import main
 import opts
+from core import methods
+from core.data import build_datasets
+from core.ema import ModelEMA
+from core.methods.base import StageContext
+from core.run import main as run_main
+from datasets.video_emotion import collate_samples
 from core.engine import NonFiniteLoss, TrainContext, train_one_epoch
 from core.log import RunLogger
 from fixtures_data import make_video_root
@@ -32,13 +37,22 @@ def argv(tiny_root, out, name, *extra):
     return [*TINY, "--root", str(root), "--annotation", str(ann), "--output", str(out), "--name", name, *extra]
 
 
+def build(args, n_classes: int = 2):
+    """The run's objects for a training step: datasets, the recipe's model (with its pretrained weights) and the
+    last stage's Method."""
+    recipe = methods.get(args.method)
+    data = build_datasets(args, recipe)
+    model = recipe.build_model(recipe.arch_of(args), n_classes)
+    recipe.load_pretrained(model, args)
+    method = recipe.stages(args)[-1].method(args, StageContext(torch.tensor([-1, 1]), data["train"]))
+    return data, model, method
+
+
 def test_fixed_batch_steps_lower_the_loss(tiny_root):
     torch.manual_seed(0)
     args = opts.parse_args(argv(tiny_root, "unused", "x"))
-    data = main.build_datasets(args)
-    model = main.build_model(args, 2)
-    method = main.build_method(args, "cten", torch.tensor([-1, 1]), data["train"])
-    batch = main.collate_samples([data["train"][i] for i in range(4)])
+    data, model, method = build(args)
+    batch = collate_samples([data["train"][i] for i in range(4)])
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
     losses = []
@@ -54,9 +68,9 @@ def test_fixed_batch_steps_lower_the_loss(tiny_root):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_root, tmp_path):
-    assert main.main(argv(tiny_root, tmp_path, "full", "--epochs", "3")) == 0
-    assert main.main(argv(tiny_root, tmp_path, "cut", "--epochs", "1")) == 0  # "killed" after one epoch
-    assert main.main(argv(tiny_root, tmp_path, "cut", "--epochs", "3", "--resume")) == 0
+    assert run_main(argv(tiny_root, tmp_path, "full", "--epochs", "3")) == 0
+    assert run_main(argv(tiny_root, tmp_path, "cut", "--epochs", "1")) == 0  # "killed" after one epoch
+    assert run_main(argv(tiny_root, tmp_path, "cut", "--epochs", "3", "--resume")) == 0
     full = torch.load(tmp_path / "full" / "last.pth", weights_only=False)
     cut = torch.load(tmp_path / "cut" / "last.pth", weights_only=False)
     assert full["epoch"] == cut["epoch"] == 2
@@ -67,7 +81,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_root, tmp_pa
 
 
 def test_results_and_eval_only_agree(tiny_root, tmp_path):
-    assert main.main(argv(tiny_root, tmp_path, "run", "--epochs", "1", "--vis-videos", "1")) == 0
+    assert run_main(argv(tiny_root, tmp_path, "run", "--epochs", "1", "--vis-videos", "1")) == 0
     run = tmp_path / "run"
     result = json.loads((run / "results.json").read_text())
     assert result["n_test_videos"] == 4 and 0.0 <= result["acc"] <= 1.0
@@ -77,16 +91,24 @@ def test_results_and_eval_only_agree(tiny_root, tmp_path):
     assert sorted(p["video_id"] for p in preds) == ["anger_4", "anger_5", "joy_4", "joy_5"]
     assert all(p["segments"] and len(p["att_v"]) == 2 for p in preds)
     # --eval-only takes the architecture from the checkpoint even if the flags say otherwise
-    assert main.main(argv(tiny_root, tmp_path, "eval", "--eval-only", "--checkpoint", str(run / "best.pth"),
+    assert run_main(argv(tiny_root, tmp_path, "eval", "--eval-only", "--checkpoint", str(run / "best.pth"),
                           "--no-intra")) == 0
     again = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert again["acc"] == result["acc"] and again["confusion"] == result["confusion"]
+    # a checkpoint written before recipes stored 'method', 'arch' and 'stage' restores from its config
+    state = torch.load(run / "best.pth", weights_only=False)
+    assert state["method"] == "cten" and state["arch"]["intra"] is True and state["stage"] == ""
+    old = {k: v for k, v in state.items() if k not in ("method", "arch", "stage")}
+    torch.save(old, tmp_path / "old.pth")
+    assert run_main(argv(tiny_root, tmp_path, "old", "--eval-only", "--checkpoint", str(tmp_path / "old.pth"),
+                         "--no-intra")) == 0
+    assert json.loads((tmp_path / "old" / "results.json").read_text())["confusion"] == result["confusion"]
 
 
 def test_eval_only_with_a_foreign_checkpoint_is_a_clear_error(tiny_root, tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     torch.save({"model": {"nope": torch.zeros(1)}, "config": {}}, bad)
-    assert main.main(argv(tiny_root, tmp_path, "e", "--eval-only", "--checkpoint", str(bad))) == 2
+    assert run_main(argv(tiny_root, tmp_path, "e", "--eval-only", "--checkpoint", str(bad))) == 2
     err = capsys.readouterr().err
     assert "does not fit the model" in err and "nope" in err
 
@@ -96,7 +118,7 @@ def test_missing_frames_folder_is_a_clear_error(tmp_path, capsys):
     for jpg in (tmp_path / "imgs" / "Joy" / "joy_0").iterdir():
         jpg.unlink()
     (tmp_path / "imgs" / "Joy" / "joy_0").rmdir()
-    code = main.main([*TINY, "--root", str(tmp_path), "--annotation", str(ann), "--output", str(tmp_path / "o"),
+    code = run_main([*TINY, "--root", str(tmp_path), "--annotation", str(ann), "--output", str(tmp_path / "o"),
                       "--epochs", "1"])
     assert code == 2 and "joy_0" in capsys.readouterr().err
 
@@ -132,7 +154,7 @@ def test_training_from_the_feature_cache(tiny_root, tmp_path):
     cache = tmp_path / "cache"
     extract = [sys.executable, "tools/extract_features.py", "--root", str(root), "--annotation", str(ann),
                "--out", str(cache), "--visual-depth", "10", "--visual-input", "kinetics400", "--snippet-duration", "2",
-               "--sample-size", "16", "--stride", "2", "--views", "crops", "--workers", "0", "--no-progress"]
+               "--sample-size", "16", "--stride", "2", "--crops", "crops", "--workers", "0", "--no-progress"]
     proc = subprocess.run(extract, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     weights = str(cache / "backbone_random_init.pth")
@@ -140,20 +162,18 @@ def test_training_from_the_feature_cache(tiny_root, tmp_path):
                   "--visual-weights", weights)
     # one training batch from the cache carries features, not frames, and the CTEN step runs its erased views on it
     args = opts.parse_args(cached)
-    data = main.build_datasets(args)
-    batch = main.collate_samples([data["train"][i] for i in range(2)])
+    data, model, method = build(args)
+    batch = collate_samples([data["train"][i] for i in range(2)])
     assert "video" not in batch and batch["visual_feats"].shape == (2, 2, 512)
     assert batch["grid_feats"].shape[:2] == batch["grid_starts"].shape
-    model = main.build_model(args, 2)
-    method = main.build_method(args, "cten", torch.tensor([-1, 1]), data["train"])
     loss, logs = method.train_step(model, batch, 0)
     assert torch.isfinite(loss) and "loss_k" in logs
-    assert main.main(cached) == 0
+    assert run_main(cached) == 0
     assert json.loads((tmp_path / "cached" / "results.json").read_text())["n_test_videos"] == 4
     # a cache built for another backbone is refused with the field named
     wrong = argv(tiny_root, tmp_path, "wrong", "--epochs", "1", "--feature-cache", str(cache), "--visual-weights",
                  weights, "--snippet-duration", "4")
-    assert main.main(wrong) == 2
+    assert run_main(wrong) == 2
 
 
 MBT_TINY = ["--snippet-duration", "4", "--sample-size", "32", "--mbt-depth", "2", "--mbt-width", "32", "--mbt-heads",
@@ -163,11 +183,9 @@ MBT_TINY = ["--snippet-duration", "4", "--sample-size", "32", "--mbt-depth", "2"
 def test_mbt_steps_on_a_fixed_batch_lower_the_loss_and_the_ema_follows(tiny_root):
     torch.manual_seed(0)
     args = opts.parse_args(argv(tiny_root, "unused", "x", "--method", "mbt", *MBT_TINY, "--preset", "mbt_demo"))
-    data = main.build_datasets(args)
-    model = main.build_model(args, 2)
-    method = main.build_method(args, "mbt", torch.tensor([-1, 1]), data["train"])
-    ema = main.ModelEMA(model, decay=0.5, warmup=0.0)
-    batch = main.collate_samples([data["train"][i] for i in range(4)])
+    data, model, method = build(args)
+    ema = ModelEMA(model, decay=0.5, warmup=0.0)
+    batch = collate_samples([data["train"][i] for i in range(4)])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(10):
@@ -186,7 +204,7 @@ def test_mbt_steps_on_a_fixed_batch_lower_the_loss_and_the_ema_follows(tiny_root
 def test_mart_runs_stage_one_then_stage_two(tiny_root, tmp_path):
     extra = ["--preset", "mart_demo", "--method", "mart", *MBT_TINY, "--decoder-width", "16", "--decoder-depth", "1",
              "--decoder-heads", "2", "--comp-heads", "2", "--stage1-epochs", "1", "--epochs", "1"]
-    assert main.main(argv(tiny_root, tmp_path, "mart", *extra)) == 0
+    assert run_main(argv(tiny_root, tmp_path, "mart", *extra)) == 0
     run = tmp_path / "mart"
     assert (run / "stage1" / "done").is_file() and (run / "stage1" / "best.pth").is_file()
     stage1 = torch.load(run / "stage1" / "best.pth", weights_only=False)["model"]

@@ -7,7 +7,7 @@ from core.losses import classification_loss
 from core.methods.mart import MARTMethod
 from datasets.lexicon import EmotionLexicon
 from models.ast import ASTConfig
-from models.checkpoints import CheckpointError
+from models.pretrained import CheckpointError
 from models.mart import MART, ComplementaryLearning, DecoderConfig, MaskedDecoder, build_mart, mbt_state_from_mart
 from models.mbt import MBT
 from models.text import TextEncoder, bundled_text_model_path

@@ -7,6 +7,7 @@ from torch import nn
 
 import opts
 from core import checkpoint as ckpt
+from core import methods
 
 
 def test_preset_fills_defaults_and_flags_override():
@@ -18,9 +19,9 @@ def test_preset_fills_defaults_and_flags_override():
 
 
 def test_every_preset_parses():
-    for name in opts.PRESETS:
+    for name in methods.presets():
         args = opts.parse_args(["--preset", name, "--root", "R"])
-        assert args.method == opts.PRESETS[name]["method"]
+        assert args.method == methods.presets()[name]["method"]
 
 
 def test_unknown_preset_is_an_error(capsys):
@@ -55,7 +56,8 @@ def test_checkpoint_atomic_save_and_key_errors(tmp_path):
 
 
 def test_official_mbt_options_reach_the_model():
-    from models.build import build_model
+    recipe = methods.get("mbt")
+    build_model = lambda args, n: recipe.build_model(recipe.arch_of(args), n)  # noqa: E731
     args = opts.parse_args(["--preset", "mbt_demo", "--video-scaling", "official", "--freeze-audio-early"])
     model = build_model(args, 8)
     assert model.video.cfg.mean == (100 / 255,) * 3 and model.video.cfg.std == (1.0,) * 3

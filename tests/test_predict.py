@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-import main
 import opts
 from core import checkpoint as ckpt
+from core import methods
+from core.run import main as run_main
+from datasets.sample import SampleSpec
 from datasets.video_emotion import VideoEmotionDataset
 from fixtures_data import tone, write_audio, write_srt, write_video_only
-from models.build import build_model
 from tools import predict
 from tools.make_demo import make_demo
 from tools.preprocess.cli import main as preprocess
@@ -31,7 +32,7 @@ def build_demo_run(tmp: Path, vis_videos: int = 0) -> dict:
     make_demo(demo, seed=0, per_class=2, duration=DURATION, fps=FPS)
     assert preprocess(["--src", str(demo / "videos"), "--dst", str(data), "--split-lists", str(demo),
                        "--short-side", str(SHORT_SIDE), "--asr", "none", "--workers", "1"]) == 0
-    assert main.main(["--preset", "cten_demo", "--root", str(data), "--annotation", str(data / "ve8.json"),
+    assert run_main(["--preset", "cten_demo", "--root", str(data), "--annotation", str(data / "ve8.json"),
                       "--output", str(tmp / "runs"), "--name", "tiny", "--vis-videos", str(vis_videos), *TINY]) == 0
     run = tmp / "runs" / "tiny"
     test_ids = [p["video_id"] for p in json.loads((run / "predictions.json").read_text())]
@@ -77,7 +78,8 @@ def test_in_memory_inputs_match_the_loader_on_preprocessed_frames(demo_run):
                              sample_size=32)  # 4 x 4 > 12 frames: loop-padded
     vid = ds.video_ids[0]
     ref = ds[0]
-    got = predict.load_video_inputs(demo_run["videos"][vid], 4, 4, 32, short_side=SHORT_SIDE)
+    spec = SampleSpec(seq_len=4, snippet_duration=4, sample_size=32)
+    got = predict.load_video_inputs(demo_run["videos"][vid], spec, short_side=SHORT_SIDE)
     assert got["video_id"] == vid and got["video"].shape == ref["video"].shape == (4, 3, 4, 32, 32)
     assert got["video"].dtype == torch.uint8
     for key in ("frame_indices", "seg_bounds", "n_frames", "fps", "aug"):
@@ -203,8 +205,10 @@ def test_mart_checkpoint_predicts_with_the_mbt_and_reads_the_transcript(demo_run
     args = opts.parse_args(["--preset", "mart_demo", "--root", str(demo_run["data"]), "--mbt-depth", "2",
                             "--fusion-layer", "1", "--mbt-width", "32", "--mbt-heads", "2", *TINY])
     labels = json.loads((demo_run["data"] / "ve8.json").read_text())["labels"]
-    ckpt.save_checkpoint(tmp_path / "best.pth", model=build_model(args, len(labels), pretrained=False).state_dict(),
-                         config=vars(args), labels=labels, epoch=0)
+    recipe = methods.get(args.method)
+    model = recipe.build_model(recipe.arch_of(args), len(labels))
+    # a checkpoint as main.py wrote them before 'method' and 'arch' were stored: restored from its config
+    ckpt.save_checkpoint(tmp_path / "best.pth", model=model.state_dict(), config=vars(args), labels=labels, epoch=0)
     vid = demo_run["test_ids"][0]
     srt = write_srt(tmp_path / "words.srt", [(1.2, 1.8, "a happy ending")])
     assert run_predict(demo_run["videos"][vid], "--checkpoint", tmp_path / "best.pth", "--out", tmp_path,

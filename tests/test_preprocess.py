@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 from datasets.transcripts import Cue, parse_srt
 from tools.preprocess.annotations import annotation_json, read_split_list, split_from_lists, stratified_split
 from tools.preprocess.asr import check_engine, transcribe_pocketsphinx

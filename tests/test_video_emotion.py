@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 from datasets.video_emotion import VideoEmotionDataset, collate_samples
 from fixtures_data import make_video_root, tone, write_audio, write_frames, write_srt
 from tools import bench_loader
@@ -134,7 +134,7 @@ def test_missing_frame_folders(root, tmp_path):
         shutil.copytree(r / "imgs" / cls / vid, tmp_path / "imgs" / cls / vid)
         shutil.copytree(r / "mp3" / cls, tmp_path / "mp3" / cls, dirs_exist_ok=True)
     with pytest.raises(DataError, match=r"8 of 8 annotated videos have no usable frame folder: .*anger_0 "
-                                         r"\(frame folder not found\).* and 3 more.*on_missing='skip'"):
+                                         r"\(frame folder not found\).* and 3 more.*--on-missing-video skip"):
         VideoEmotionDataset(tmp_path, ann, "train", val_fraction=0.0, **SMALL)
     shutil.rmtree(tmp_path / "imgs" / "Joy" / "joy_4")
     ds = VideoEmotionDataset(tmp_path, ann, "test", on_missing="skip", **SMALL)
@@ -147,7 +147,7 @@ def test_missing_and_bad_audio_policies(tmp_path):
     (tmp_path / "mp3" / "Anger" / "anger_0.wav").unlink()
     (tmp_path / "mp3" / "Anger" / "anger_1.wav").write_bytes(b"corrupt" * 50)
     write_audio(tmp_path / "mp3" / "Anger" / "anger_2.wav", np.zeros(16000, np.float32))
-    with pytest.raises(DataError, match=r"1 of 6 annotated videos have no audio.*anger_0.mp3.*missing_audio='zeros'"):
+    with pytest.raises(DataError, match=r"1 of 6 annotated videos have no audio.*anger_0.mp3.*--missing-audio zeros"):
         VideoEmotionDataset(tmp_path, ann, "test", **SMALL)
     ds = VideoEmotionDataset(tmp_path, ann, "test", missing_audio="zeros", **SMALL)
     assert ds.report() == ""

@@ -5,8 +5,8 @@ three ways to train, and the one-off extraction.
     python tools/bench_cten.py --devices cuda --out runs/bench_ve8 -- --preset cten_ve8 --root DATA/VE8 \\
         --visual-weights r3d101_KM_200ep.pth --workers 16
 
-Everything after `--` is main.py's flags: the configuration, data and builders are main.py's own (opts.parse_args,
-dataset_kwargs, build_model, build_method, build_optimizer, make_loader, core.engine.train_one_epoch), so the
+Everything after `--` is main.py's flags: the configuration, data and builders are main.py's own (opts.parse_args, the cten
+recipe, core/data.py, core/train.py `build_optimizer`, core.engine.train_one_epoch), so the
 timings are of the code a run executes. Approaches, all on the same machine, configuration and seed:
 
   official  the official code's cost model: three backbone passes per iteration (x_o, x_k, x_l) and the two erased
@@ -41,12 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import main as main_py  # noqa: E402
 import opts  # noqa: E402
+from core import methods  # noqa: E402
+from core.data import dataset_kwargs, feature_cache, make_loader  # noqa: E402
 from core.distributed import DistInfo  # noqa: E402
 from core.engine import TrainContext, train_one_epoch  # noqa: E402
 from core.log import RunLogger  # noqa: E402
-from datasets.annotations import DataError, class_polarity  # noqa: E402
+from core.methods.base import StageContext  # noqa: E402
+from core.run import seed_everything  # noqa: E402
+from core.train import build_optimizer  # noqa: E402
+from datasets.annotations import class_polarity  # noqa: E402
+from datasets.errors import DataError  # noqa: E402
 from datasets.feature_cache import MANIFEST, FeatureCache  # noqa: E402
 from datasets.video_emotion import VideoEmotionDataset, collate_samples  # noqa: E402
 from tools import extract_features  # noqa: E402
@@ -157,14 +162,17 @@ def resolve(main_args: list, device: str, extra: list = ()) -> argparse.Namespac
 
 def build(args, device: torch.device, approach: str) -> dict:
     """main.py's objects for one approach: train dataset, model, method, optimiser, context."""
-    main_py.seed_everything(args.seed)
-    train = VideoEmotionDataset(**main_py.dataset_kwargs(args, "train", main_py.open_feature_cache(args)))
+    seed_everything(args.seed)
+    recipe = methods.get("cten")
+    train = VideoEmotionDataset(**dataset_kwargs(args, recipe, "train", cache=feature_cache(args, recipe)))
     if approach == "official":
         train.decode_threads = 1  # every frame of the erased views decoded one after another, in the main loop
     polarity = torch.tensor(class_polarity(train.labels, args.positive_classes), device=device)
-    model = main_py.build_model(args, len(train.labels)).to(device)
-    method = main_py.build_method(args, "cten", polarity, train)
-    optimizer = main_py.build_optimizer(args, [p for p in model.parameters() if p.requires_grad])
+    model = recipe.build_model(recipe.arch_of(args), len(train.labels))
+    recipe.load_pretrained(model, args)
+    model = model.to(device)
+    method = recipe.step(args, StageContext(polarity, train))
+    optimizer = build_optimizer(args, [p for p in model.parameters() if p.requires_grad])
     ctx = TrainContext(device=device, logger=RunLogger(Path(tempfile.gettempdir()), enabled=False), amp=args.amp,
                        progress=False, log_every=10 ** 9)
     return dict(args=args, train=train, model=model, method=method, optimizer=optimizer, ctx=ctx)
@@ -177,7 +185,7 @@ def ensure_cache(bench, main_args: list, device: str, stats: dict) -> Path:
     argv = ["--root", args.root, "--annotation", args.annotation, "--out", str(cache),
             "--visual-depth", str(args.visual_depth), "--visual-input", args.visual_input,
             "--snippet-duration", str(args.snippet_duration), "--sample-size", str(args.sample_size),
-            "--stride", str(bench.stride), "--views", bench.views, "--workers", str(args.workers), "--device", device,
+            "--stride", str(bench.stride), "--crops", bench.views, "--workers", str(args.workers), "--device", device,
             "--amp", args.amp if device == "cuda" else "none", "--seed", str(args.seed), "--no-progress"]
     if args.visual_weights:
         argv += ["--visual-weights", args.visual_weights]
@@ -226,7 +234,7 @@ def breakdown(parts: dict, bench) -> dict:
     if getattr(net, "visual", None) is not None:
         net.visual_features = timers.wrap(net.visual_features, "backbone")
     method._view = timers.wrap(method._view, "views_total", views_flag=True)
-    loader = TimedLoader(main_py.make_loader(parts["train"], args, DistInfo(), train=True), timers, bench.warmup,
+    loader = TimedLoader(make_loader(parts["train"], args, DistInfo(), train=True), timers, bench.warmup,
                          bench.iters)
     train_one_epoch(net, method, loader, parts["optimizer"], parts["ctx"], 0)
     s, n = timers.sums, bench.iters
@@ -248,7 +256,7 @@ def epoch_seconds(parts: dict, bench) -> float:
     timers = Timers(ctx.device)
     times = []
     for epoch in range(bench.warmup_epochs + bench.epochs):
-        loader = main_py.make_loader(parts["train"], args, DistInfo(), train=True, epoch=epoch)
+        loader = make_loader(parts["train"], args, DistInfo(), train=True, epoch=epoch)
         with timers.time("epoch"):
             train_one_epoch(parts["model"], parts["method"], loader, parts["optimizer"], ctx, epoch)
         times.append(timers.sums.pop("epoch"))
@@ -272,7 +280,7 @@ def bench_device(bench, device_name: str) -> dict:
         parts = build(args, device, approach)
         row = {"breakdown": breakdown(parts, bench)}
         row["epoch_seconds"] = epoch_seconds(parts, bench)
-        row["iterations_per_epoch"] = len(main_py.make_loader(parts["train"], args, DistInfo(), train=True))
+        row["iterations_per_epoch"] = len(make_loader(parts["train"], args, DistInfo(), train=True))
         stats["approaches"][approach] = row
         stats.setdefault("config", {k: getattr(args, k) for k in ("seq_len", "snippet_duration", "sample_size",
                                                                   "visual_depth", "batch_size", "workers", "modalities",

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from datasets.annotations import DataError  # noqa: E402
+from datasets.errors import DataError  # noqa: E402
 from datasets.video_emotion import VideoEmotionDataset, collate_samples  # noqa: E402
 
 

@@ -1,13 +1,16 @@
 """Run CTEN's frozen visual backbone once over every video of an annotation file and cache the features.
 
     python tools/extract_features.py --preset cten_demo --out data/demo/cache
-    python tools/extract_features.py --root DATA/VE8 --annotation DATA/VE8/ve8.json --out cache/ve8_r101km \\
-        --visual-weights r3d101_KM_200ep.pth --visual-depth 101 --visual-input kinetics_moments --amp bf16
+    python tools/extract_features.py --preset cten_ve8 --root DATA/VE8 --out cache/ve8_r101km \\
+        --visual-weights r3d101_KM_200ep.pth --amp bf16
+
+Every option of main.py is accepted (the preset, data root, annotation file and backbone flags are the ones a
+training run names, so the cache fits it); the extraction's own options are in the last group of --help.
 
 Every video of the file (training and test alike) is cut into a dense grid of L-frame snippets, one starting every
-`--stride` frames (loop-padded like the dataset's sampling), each read in every `--views` spatial view with the
+`--stride` frames (loop-padded like the dataset's sampling), each read in every `--crops` spatial crop with the
 dataset's own decoder and transforms (datasets/frames.py `read_frames`), and run through the 3D ResNet built and
-loaded as main.py builds CTEN's (models/resnet3d.py, models/checkpoints.py `load_resnet3d`). Features are stored as
+loaded as main.py builds CTEN's (models/resnet3d.py, models/pretrained.py `load_resnet3d`). Features are stored as
 float16 (V, G, D) per video with a manifest: layout, grid, views and the staleness checks are described in
 datasets/feature_cache.py, which reads the cache (`main.py --feature-cache OUT`).
 
@@ -35,76 +38,40 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import opts  # noqa: E402
-from datasets.annotations import DataError, load_annotation  # noqa: E402
-from datasets.feature_cache import (FORMAT, MANIFEST, RANDOM_INIT, grid_starts, parse_views, sha256_file,  # noqa: E402
-                                    state_sha256, view_aug)
+from datasets.annotations import load_annotation  # noqa: E402
+from datasets.errors import DataError  # noqa: E402
+from datasets.feature_cache import (FORMAT, MANIFEST, RANDOM_INIT, grid_starts, parse_crops, sha256_file,  # noqa: E402
+                                    state_sha256, crop_aug)
 from datasets.frames import count_frames, read_frames  # noqa: E402
-from models.checkpoints import CheckpointError, load_resnet3d  # noqa: E402
+from models.pretrained import CheckpointError, load_resnet3d  # noqa: E402
 from models.resnet3d import DEPTHS, INPUT_PRESETS, ResNet3D  # noqa: E402
 
 RANDOM_WEIGHTS = "backbone_random_init.pth"
 # Manifest fields that change the features: an existing cache is only resumed when they all match.
 FEATURE_FIELDS = ("dataset_root", "frames_dir", "backbone_sha256", "backbone_state_sha256", "depth", "input_preset",
                   "snippet_duration", "sample_size", "stride", "views", "feature_dim", "amp", "dtype")
-# Keys of opts.PRESETS this tool takes its defaults from.
-PRESET_KEYS = {"root": "root", "annotation": "annotation", "visual_depth": "visual_depth",
-               "visual_input": "visual_input", "snippet_duration": "snippet_duration", "sample_size": "sample_size"}
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=None, help=f"take root, annotation, depth, input, L and S from a main.py preset "
-                                                  f"({', '.join(opts.PRESETS)}); explicit flags override")
-    p.add_argument("--root", default=None, help="dataset root holding imgs/<Class>/<video_id>/")
-    p.add_argument("--annotation", default=None,
-                   help="annotation JSON; every video in it is extracted (default ROOT/ve8.json)")
-    p.add_argument("--frames-dir", default="imgs", help="frame folder under ROOT (default imgs)")
-    p.add_argument("--out", required=True, help="cache folder (created; resumed when it holds a matching manifest)")
-    p.add_argument("--visual-weights", default=None, help="3D ResNet checkpoint (.pth); none: random init from --seed")
-    p.add_argument("--seed", type=int, default=0, help="seed of a random backbone (default 0)")
-    p.add_argument("--visual-depth", type=int, default=101, choices=sorted(DEPTHS),
-                   help="3D ResNet depth (default 101)")
-    p.add_argument("--visual-input", default="kinetics_moments", choices=sorted(INPUT_PRESETS),
-                   help="input scaling the checkpoint was trained with (default kinetics_moments)")
-    p.add_argument("--snippet-duration", type=int, default=16, help="L, frames per snippet (default 16)")
-    p.add_argument("--sample-size", type=int, default=112, help="S, frame side after cropping (default 112)")
-    p.add_argument("--stride", type=int, default=8, help="frames between grid snippet starts (default 8; 1 = exact)")
-    p.add_argument("--views", default="all", help="'all' (5 crops x flip = 10, default), 'crops' (5), 'centre', or "
-                                                  "a comma list of <crop>[+flip], crop in centre, top-left, top-right, "
-                                                  "bottom-left, bottom-right")
-    p.add_argument("--chunk", type=int, default=16, help="grid snippets per loader item; the backbone sees views x "
+    """main.py's options (the data root, the backbone flags, --preset, --workers, --device, --amp, ...) plus this
+    tool's own group."""
+    p = opts.build_parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("feature extraction")
+    g.add_argument("--out", required=True, help="cache folder (created; resumed when it holds a matching manifest)")
+    g.add_argument("--frames-dir", default="imgs", help="frame folder under ROOT (default imgs)")
+    g.add_argument("--stride", type=int, default=8, help="frames between grid snippet starts (default 8; 1 = exact)")
+    g.add_argument("--crops", default="all", help="stored spatial crops: 'all' (5 crops x flip = 10, default), "
+                                                  "'crops' (5), 'centre', or a comma list of <crop>[+flip], crop in "
+                                                  "centre, top-left, top-right, bottom-left, bottom-right")
+    g.add_argument("--chunk", type=int, default=16, help="grid snippets per loader item; the backbone sees crops x "
                                                          "chunk clips at once (default 16)")
-    p.add_argument("--workers", type=int, default=4, help="DataLoader decoding processes (default 4; 0 = inline)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--amp", choices=["none", "fp16", "bf16"], default="none",
-                   help="autocast for the backbone on CUDA (default none: float32, stored as float16)")
-    p.add_argument("--on-missing-video", choices=["error", "skip"], default="error",
-                   help="an annotated video without a frame folder: stop, or skip it (listed in the manifest)")
-    p.add_argument("--overwrite", action="store_true",
+    g.add_argument("--overwrite", action="store_true",
                    help="discard an existing cache in --out made with other settings")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
-    args = p.parse_args(argv)
-    if args.preset:
-        name = args.preset
-        if name not in opts.PRESETS:
-            p.error(f"unknown preset {name!r}; choose from {', '.join(opts.PRESETS)}")
-        preset = opts.PRESETS[name]
-        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
-        for key, dest in PRESET_KEYS.items():
-            if key in preset and f"--{dest.replace('_', '-')}" not in given:
-                setattr(args, dest, preset[key])
-        if "--annotation" not in given and ("--root" in given or "annotation" not in preset):
-            name = preset.get("annotation_name") or Path(preset.get("annotation", "ve8.json")).name
-            args.annotation = str(Path(args.root) / name) if args.root else None
-    if args.root is None:
-        p.error("--root is required (or a --preset that sets it)")
-    if args.annotation is None:
-        args.annotation = str(Path(args.root) / "ve8.json")
+    p.set_defaults(amp="none")  # float32 features unless --amp is asked for
+    args = opts.parse_args(argv, parser=p)
     for name in ("stride", "chunk", "snippet_duration", "sample_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
-        args.view_names = parse_views(args.views)
+        args.crop_names = parse_crops(args.crops)
     except ValueError as e:
         p.error(str(e))
     return args
@@ -152,7 +119,7 @@ class GridChunks(Dataset):
 
     def __init__(self, videos: list, views: list, snippet_duration: int, sample_size: int, stride: int, chunk: int,
                  threads: int = 1):
-        self.videos, self.augs = videos, [view_aug(v) for v in views]
+        self.videos, self.augs = videos, [crop_aug(v) for v in views]
         self.L, self.S, self.threads = snippet_duration, sample_size, threads
         self.items = []
         for k, v in enumerate(videos):
@@ -250,7 +217,7 @@ def extract(args) -> dict:
                 "dataset_root": str(Path(args.root).resolve()), "frames_dir": args.frames_dir,
                 "annotation": str(Path(args.annotation).resolve()), "annotation_sha256": sha256_file(args.annotation),
                 **info, "snippet_duration": args.snippet_duration, "sample_size": args.sample_size,
-                "stride": args.stride, "views": args.view_names, "amp": args.amp if device.type == "cuda" else "none",
+                "stride": args.stride, "views": args.crop_names, "amp": args.amp if device.type == "cuda" else "none",
                 "dtype": "float16", "grid": "starts every `stride` frames in [0, n) plus n - L; frames (start + l) % n",
                 "layout": "feats/<video_id>.npy float16 (views, grid, dim)"}
     if old is not None:
@@ -262,7 +229,7 @@ def extract(args) -> dict:
     (out / "feats").mkdir(parents=True, exist_ok=True)
     _write_manifest(out, dict(manifest, videos={}))
 
-    V, D = len(args.view_names), info["feature_dim"]
+    V, D = len(args.crop_names), info["feature_dim"]
     todo, entries = [], {}
     for v in videos:
         G = len(grid_starts(v["n_frames"], args.snippet_duration, args.stride))
@@ -273,7 +240,7 @@ def extract(args) -> dict:
     reused = len(videos) - len(todo)
 
     backbone = backbone.to(device).eval()
-    data = GridChunks(todo, args.view_names, args.snippet_duration, args.sample_size, args.stride, args.chunk,
+    data = GridChunks(todo, args.crop_names, args.snippet_duration, args.sample_size, args.stride, args.chunk,
                       threads=1 if args.workers > 0 else 4)  # inline: decode in a thread pool instead
     torch.backends.cudnn.benchmark = True  # clip shapes repeat: V x chunk, and the few shorter tails
     loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=args.workers,

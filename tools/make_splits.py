@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.annotations import DataError, dump_annotation, load_annotation, make_splits  # noqa: E402
+from datasets.annotations import dump_annotation, load_annotation, make_splits  # noqa: E402
+from datasets.errors import DataError  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -17,14 +17,14 @@ loader (datasets/video_emotion.py) builds from `python tools/preprocess` output,
   audio     the first audio stream mixed down to mono at 16 kHz (as preprocess writes it), then the loader's
             per-segment fbank windows (datasets/audio.py). When the model uses audio, a video without an audio
             stream (or without decodable samples) gets silence, with a warning.
-  text      MART checkpoints only, reported per segment (no model reads text at inference): --srt, else the
-            sidecar VIDEO.srt, else an embedded text subtitle stream, else speech recognition (--asr, default
-            none). Other checkpoints ignore --srt and --asr.
+  text      methods with a stage that reads transcripts (MART) only, reported per segment (no model reads text
+            at inference): --srt, else the sidecar VIDEO.srt, else an embedded text subtitle stream, else speech
+            recognition (--asr, default none). Other checkpoints ignore --srt and --asr.
 Too short: a video that decodes to fewer frames than one snippet (L frames) is refused, although the loader would
 loop-pad it, because no segment of it holds L distinct consecutive frames.
 
-The model is built from the checkpoint's config (cten, or the MBT of mbt / MART stage-2 checkpoints) and loaded
-strictly. The console shows the top emotions and the emotional segments in seconds, found by the documented rule
+The model is rebuilt from the checkpoint's method and architecture options (core/restore.py, as --eval-only does)
+and loaded strictly. The console shows the top emotions and the emotional segments in seconds, found by the documented rule
 of core/detection.py; its options (--det-*) default to the checkpoint's run configuration (opts.py's defaults
 unless that run changed them). Writes OUT/<video>.json (probabilities, top-k, segments in the clip's time,
 sampled_segments in seg_times' time (they differ for a loop-padded clip only: see fold_segments), attention curves,
@@ -48,18 +48,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import opts  # noqa: E402
-from core import checkpoint as ckpt  # noqa: E402
+from core import methods  # noqa: E402
 from core.detection import detect_batch  # noqa: E402
 from core.engine import to_device  # noqa: E402
 from core.plots import timeline_figure  # noqa: E402
-from datasets.annotations import DataError, class_polarity, load_annotation  # noqa: E402
-from datasets.audio import SAMPLE_RATE, segment_features  # noqa: E402
-from datasets.frames import IDENTITY_AUG, apply_spatial_aug, tsn_sample  # noqa: E402
-from datasets.transcripts import segment_texts  # noqa: E402
+from datasets.errors import DataError  # noqa: E402
+from core.restore import load_trained  # noqa: E402
+from datasets.audio import SAMPLE_RATE  # noqa: E402
+from datasets.frames import IDENTITY_AUG, apply_spatial_aug  # noqa: E402
+from datasets.sample import SampleSpec, build_sample  # noqa: E402
 from datasets.video_emotion import collate_samples  # noqa: E402
-from main import build_method  # noqa: E402
-from models.build import build_model  # noqa: E402
-from models.checkpoints import CheckpointError  # noqa: E402
 from tools.preprocess.asr import check_engine, transcribe  # noqa: E402
 from tools.preprocess.audio import decode_audio  # noqa: E402
 from tools.preprocess.subtitles import embedded_subtitles, read_sidecar  # noqa: E402
@@ -154,50 +152,36 @@ def find_cues(path, srt=None, asr: str = "none", wave: Optional[torch.Tensor] = 
     return transcribe(pcm, asr, None), asr
 
 
-def load_video_inputs(path, seq_len: int, snippet_duration: int, sample_size: int,
-                      short_side: int = DEFAULT_SHORT_SIDE, with_audio: bool = True, audio_frames: int = 100,
+def load_video_inputs(path, spec: SampleSpec, short_side: int = DEFAULT_SHORT_SIDE, with_audio: bool = True,
                       with_text: bool = False, srt=None, asr: str = "none") -> dict:
-    """One video file -> the evaluation sample dict of datasets/video_emotion.py (see its docstring) without
-    'label' and 'index' (the file has neither), plus 'sources': {'audio': 'stream' | 'silence' | None,
-    'transcript': 'srt' | 'sidecar' | 'embedded' | <asr engine> | None}.
+    """One video file -> the evaluation sample dict of datasets/video_emotion.py (see its docstring), built by the
+    same datasets/sample.py `build_sample`, without 'label' and 'index' (the file has neither), plus 'sources':
+    {'audio': 'stream' | 'silence' | None, 'transcript': 'srt' | 'sidecar' | 'embedded' | <asr engine> | None}.
 
-    video uint8 (T, 3, L, S, S), audio float32 (T, audio_frames, 128) (with_audio), frame_indices (T, L),
-    seg_bounds (T, 2), seg_times float32 (T, 2) seconds, aug (8,) (the identity draw), n_frames, fps, texts (T,).
     Raises DataError (a ValueError naming the file and the fix) for a file that cannot be used, including one
     shorter than snippet_duration frames.
     """
     path = Path(path)
-    frames, fps = decode_frames(path, sample_size, short_side)  # (N, S, S, 3)
+    frames, fps = decode_frames(path, spec.sample_size, short_side)  # (N, S, S, 3)
     n_frames = frames.shape[0]
-    if n_frames < snippet_duration:
-        raise DataError(path, f"too short: {n_frames} frame(s), fewer than one snippet of {snippet_duration} frames",
-                        f"pass a video of at least {snippet_duration} frames ({snippet_duration / fps:.2f} s here)")
-    frame_indices, seg_bounds = tsn_sample(torch.arange(n_frames), seq_len, snippet_duration, training=False)
-    seg_times = seg_bounds.double() / fps  # (T, 2)
-    video = torch.from_numpy(frames)[frame_indices]  # (T, L, S, S, 3)
-    sample = {
-        "video": video.permute(0, 4, 1, 2, 3).contiguous(),  # (T, 3, L, S, S)
-        "video_id": path.stem,
-        "frame_indices": frame_indices,
-        "seg_bounds": seg_bounds,
-        "seg_times": seg_times.float(),
-        "aug": torch.tensor(IDENTITY_AUG),
-        "n_frames": torch.tensor(n_frames, dtype=torch.long),
-        "fps": torch.tensor(fps, dtype=torch.float32),
-        "texts": [""] * seq_len,
-        "sources": {"audio": None, "transcript": None},
-    }
+    L = spec.snippet_duration
+    if n_frames < L:
+        raise DataError(path, f"too short: {n_frames} frame(s), fewer than one snippet of {L} frames",
+                        f"pass a video of at least {L} frames ({L / fps:.2f} s here)")
+    frames = torch.from_numpy(frames)
+    read_visual = lambda fi, aug, g: {"video": frames[fi].permute(0, 4, 1, 2, 3).contiguous()}  # noqa: E731
     wave = decode_wave(path) if with_audio or (with_text and asr != "none") else None  # (N,) or None
+    sources = {"audio": None, "transcript": None}
     if with_audio:
-        sample["sources"]["audio"] = "stream" if wave is not None else "silence"
-        heard = wave
+        sources["audio"] = "stream" if wave is not None else "silence"
         if wave is None:
             warnings.warn(f"{path}: no audio stream with decodable samples; the model gets silence", PredictWarning)
-            heard = torch.zeros(max(1, round(n_frames / fps * SAMPLE_RATE)))
-        sample["audio"] = segment_features(heard, seg_times, SAMPLE_RATE, audio_frames)  # (T, F, 128)
+    cues = None
     if with_text:
-        cues, sample["sources"]["transcript"] = find_cues(path, srt, asr, wave)
-        sample["texts"] = segment_texts(cues, seg_times, n_frames / fps)
+        cues, sources["transcript"] = find_cues(path, srt, asr, wave)
+    sample = build_sample(spec, n_frames, fps, read_visual, training=False, wave=wave, with_audio=with_audio,
+                          cues=cues)
+    sample.update(video_id=path.stem, sources=sources)
     return sample
 
 
@@ -214,42 +198,6 @@ def preprocessed_short_side(root) -> Optional[int]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
-
-
-def checkpoint_args(config: dict, overrides: Optional[dict] = None) -> argparse.Namespace:
-    """opts.py's defaults, then the checkpoint's resolved config, then `overrides`."""
-    args = opts.build_parser().parse_args([])
-    vars(args).update(config)
-    vars(args).update(overrides or {})
-    return args
-
-
-def checkpoint_labels(state: dict, args: argparse.Namespace, path) -> list:
-    """Class names: best.pth stores them; a last.pth takes them from its run's annotation file."""
-    if state.get("labels"):
-        return list(state["labels"])
-    if args.annotation and Path(args.annotation).is_file():
-        return load_annotation(args.annotation)["labels"]
-    raise CheckpointError(f"checkpoint {path} holds no class names and its annotation file {args.annotation} is "
-                          "not here; pass the run's best.pth (it stores them)")
-
-
-def load_predictor(path, device: torch.device, overrides: Optional[dict] = None) -> tuple:
-    """A checkpoint written by main.py -> (model in eval mode on device, method, args, labels)."""
-    state = ckpt.load_checkpoint(path)
-    if not (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict)):
-        raise CheckpointError(f"checkpoint {path} is not a best.pth / last.pth written by main.py (expected a dict "
-                              "with 'model' and 'config'); pass one of those")
-    args = checkpoint_args(state["config"], overrides)
-    if args.method == "mart" and any(k.startswith("mbt.") for k in state["model"]):
-        raise CheckpointError(f"checkpoint {path} is a MART stage-1 model (no trained classifier); pass the "
-                              "stage-2 checkpoint of the same run (<run>/stage2/best.pth)")
-    labels = checkpoint_labels(state, args, path)
-    model = build_model(args, len(labels), pretrained=False)
-    ckpt.load_model_state(model, state["model"], path)
-    polarity = torch.tensor(class_polarity(labels, args.positive_classes))
-    method = build_method(args, "cten" if args.method == "cten" else "mbt", polarity, None)
-    return model.to(device).eval(), method, args, labels
 
 
 # ---------------------------------------------------------------------------------------------- prediction
@@ -328,7 +276,7 @@ def draw(record: dict, sample: dict, labels: list, path) -> np.ndarray:
 
 def summary(record: dict) -> str:
     sources = "".join(f"; {k}: {v or 'none'}" for k, v in record["sources"].items()
-                      if v is not None or (k == "transcript" and record["method"] == "mart"))
+                      if v is not None or (k == "transcript" and record["reads_text"]))
     lines = [f"{record['video']}: {record['n_frames']} frames at {record['fps']:g} fps ({record['duration']:.2f} s); "
              f"{record['method']} checkpoint, {len(record['seg_times'])} segments{sources}",
              "top emotions: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in record["top"]),
@@ -380,22 +328,26 @@ def run(cli: argparse.Namespace) -> int:
         check_engine(cli.asr, None)
     device = resolve_device(cli.device)
     det = {k: v for k, v in vars(cli).items() if k.startswith("det_")}
-    model, method, args, labels = load_predictor(cli.checkpoint, device, det)
+    model, method, args, labels, _ = load_trained(cli.checkpoint, device, overrides=det)
     short_side = cli.short_side
     if short_side is None:
         short_side = (preprocessed_short_side(args.root) if args.root else None) or DEFAULT_SHORT_SIDE
-    with_text = args.method == "mart"
+    recipe = methods.get(args.method)
+    with_text = any(stage.text for stage in recipe.stages(args))  # reported per segment; no model reads it
     if not with_text and (cli.srt is not None or cli.asr != "none"):
         print(f"note: {args.method} does not read text; --srt / --asr are ignored")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PredictWarning)
-        sample = load_video_inputs(cli.video, args.eval_seq_len, args.snippet_duration, args.sample_size, short_side,
-                                   with_audio=args.method != "cten" or args.modalities != "v",
-                                   audio_frames=args.audio_frames, with_text=with_text, srt=cli.srt, asr=cli.asr)
+        spec = SampleSpec(seq_len=args.eval_seq_len, snippet_duration=args.snippet_duration,
+                          sample_size=args.sample_size, audio_frames=args.audio_frames,
+                          audio_features=args.audio_features)
+        sample = load_video_inputs(cli.video, spec, short_side, with_audio=recipe.inputs(args)["audio"],
+                                   with_text=with_text, srt=cli.srt, asr=cli.asr)
     notes = [str(w.message) for w in caught]
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     record = {"video": cli.video.name, "checkpoint": str(cli.checkpoint), "method": args.method, "labels": labels,
+              "reads_text": with_text,
               "short_side": short_side,
               **predict(model, method, sample, labels, device, opts.detection_rule(args), cli.top),
               "warnings": notes}

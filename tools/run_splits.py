@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.annotations import (DataError, EK6_CLASSES, VE8_CLASSES, dump_annotation, load_annotation,  # noqa: E402
-                                  make_splits, parse_ratio)
+from datasets.annotations import (EK6_CLASSES, VE8_CLASSES, dump_annotation, load_annotation, make_splits, parse_ratio)  # noqa: E402
+from datasets.errors import DataError  # noqa: E402
 from datasets.feature_cache import sha256_file  # noqa: E402
 import opts  # noqa: E402
 

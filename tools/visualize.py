@@ -11,7 +11,7 @@ one beside RUN for a stage-2 folder, or --config; an --eval-only run writes none
 --root moves the dataset (the annotation file of the same name under it is used unless --annotation is given).
 
 Writes RUN/timelines/<video_id>.png for the chosen videos (--videos, else the first --n of predictions.json) and
-RUN/confusion.png, with main.draw_figures: the same figures main.py draws at the end of a run. Ground-truth
+RUN/confusion.png, with core/run.py `draw_figures`: the same figures main.py draws at the end of a run. Ground-truth
 segments come from --gt, else from the run's --gt-segments file when it is still there. Exit status 0, or 2 with
 a message naming the file and the fix.
 """
@@ -24,11 +24,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import opts  # noqa: E402
 from core.log import RunLogger  # noqa: E402
-from datasets.annotations import DataError  # noqa: E402
+from datasets.errors import DataError  # noqa: E402
 from datasets.video_emotion import VideoEmotionDataset  # noqa: E402
-from main import dataset_kwargs, draw_figures  # noqa: E402
+from core import methods  # noqa: E402
+from core.data import dataset_kwargs  # noqa: E402
+from core.restore import restore_args  # noqa: E402
+from core.run import draw_figures  # noqa: E402
 
 
 class Chosen:
@@ -69,13 +71,12 @@ def results_dir(run: Path) -> Path:
 
 
 def run_args(folder: Path, config: Path | None, root: str | None, annotation: str | None) -> argparse.Namespace:
-    """opts.py's defaults, then the run's config.json, then --root / --annotation."""
+    """The run's configuration (core/restore.py `restore_args` over its config.json), then --root / --annotation."""
     if config is None:
         config = next((c for c in (folder / "config.json", folder.parent / "config.json") if c.is_file()),
                       folder / "config.json")
     fix = "pass --config with the config.json of the training run (an --eval-only run writes none)"
-    args = opts.build_parser().parse_args([])
-    vars(args).update(read_json(config, "run configuration", fix))
+    args = restore_args(read_json(config, "run configuration", fix))
     if root is not None:
         args.root = root
         if annotation is None:
@@ -115,11 +116,13 @@ def visualize(run: Path, root: str | None = None, annotation: str | None = None,
         gt_path = Path(args.gt_segments)
     gt = read_json(gt_path, "ground-truth segments", "pass --gt the key-span JSON ({video_id: [[start, end]]})") \
         if gt_path is not None else None
-    test = VideoEmotionDataset(**dataset_kwargs(args, "test"))
+    test = VideoEmotionDataset(**dataset_kwargs(args, methods.get(args.method), "test"))
     indices, chosen = choose(predictions, test, videos, n)
     args.vis_videos = len(indices)
-    draw_figures(args, {"confusion": results["confusion"], "per_video": chosen}, Chosen(test, indices),
-                 results["labels"], gt, RunLogger(folder, enabled=False))
+    # results.json names the per-segment curves; one written before it did: the attention and degree curves
+    curves = results.get("curves") or [k for k in chosen[0] if k.startswith(("att_", "degree_"))]
+    draw_figures(args, {"confusion": results["confusion"], "per_video": chosen, "curves": curves},
+                 Chosen(test, indices), results["labels"], gt, RunLogger(folder, enabled=False))
     return [folder / "confusion.png"] + [folder / "timelines" / f"{p['video_id']}.png" for p in chosen]
 
 

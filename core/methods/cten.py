@@ -9,16 +9,24 @@ Per iteration (paper Eqs. 8-12):
      them; with a feature cache the new snippets' features come from the cache's temporal grid; `reuse`
      re-indexes the original pass's segment features (one backbone pass per iteration; a shortcut that changes
      what the network sees). Audio is erased alike: each view segment takes the 1-s window of the original
-     segment its snippet comes from (the official rule never erases audio).
+     segment its snippet comes from (`--no-erase-audio`: the official release never erases audio).
   4. L = CE(x_o) + CE(x_k) + CE(x_l) (Eq. 12; `mean` is the official code's reduction).
 The two views go through the heads as one batch of 2B. Only x_o is used at inference.
 """
+import argparse
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
 from core.engine import unwrap
-from models.erasing import erasing_masks, resample_view, reuse_view
+from core.losses import classification_loss
+from core.methods.base import Recipe, Stage, StageContext
+from datasets.feature_cache import FeatureCache, cache_expectation, grid_lookup
+from datasets.frames import erased_view_frames
+from models.cten import CTEN
+from models.erasing import erasing_masks, reuse_view
+from models.pretrained import load_resnet3d, load_torchvision_resnet
 
 
 def source_segments(frame_indices: torch.Tensor, seg_bounds: torch.Tensor, keep: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -37,14 +45,14 @@ class CTENMethod:
     curve_names = ("att_v", "att_a")
 
     def __init__(self, criterion: Callable, erase: bool = True, theta: float = 0.7, rule: str = "paper",
-                 views: str = "resample", reduction: str = "sum", read_frames: Optional[Callable] = None,
-                 grid_lookup: Optional[Callable] = None):
+                 views: str = "resample", reduction: str = "sum", erase_audio: bool = True,
+                 read_frames: Optional[Callable] = None, grid_lookup: Optional[Callable] = None):
         """read_frames(index, frame_indices (T, L), aug) -> uint8 (T, 3, L, S, S): the training dataset's reader.
         grid_lookup(batch, b, frame_indices (T, L)) -> (T, D): features of new snippets from a feature cache."""
         if views not in ("resample", "reuse"):
             raise ValueError(f"erase views {views!r} is not 'resample' or 'reuse'")
         self.criterion, self.erase, self.theta, self.rule = criterion, erase, theta, rule
-        self.views, self.reduction = views, reduction
+        self.views, self.reduction, self.erase_audio = views, reduction, erase_audio
         self.read_frames, self.grid_lookup = read_frames, grid_lookup
 
     def predict(self, model, batch: dict) -> dict:
@@ -85,15 +93,14 @@ class CTENMethod:
         an empty row means the whole video."""
         B, T = keep.shape
         keep = keep | ~keep.any(dim=1, keepdim=True)
-        erase_audio = self.rule != "official"
         if self.views == "reuse":
             idx = reuse_view(keep)  # (B, T) original segment per view segment
             gather = lambda x: None if x is None else x.gather(1, idx.view(B, T, *[1] * (x.dim() - 2)).expand_as(x))
-            return gather(fv), gather(audio) if erase_audio else audio
+            return gather(fv), gather(audio) if self.erase_audio else audio
         fvs, sources = [], []
         for b in range(B):
             n, sb, kb = int(batch["n_frames"][b]), batch["seg_bounds"][b].cpu(), keep[b].cpu()
-            fi = resample_view(sb, kb, n, T, batch["frame_indices"].shape[-1], training=True)  # (T, L)
+            fi = erased_view_frames(sb, kb, n, T, batch["frame_indices"].shape[-1], training=True)  # (T, L)
             sources.append(source_segments(fi, sb, kb, n))
             if fv is None:
                 continue
@@ -110,7 +117,7 @@ class CTENMethod:
                 with torch.no_grad():
                     fv_view = net.visual_features(stacked)  # uint8 (B, T, 3, L, S, S) -> (B, T, D)
         a_view = audio
-        if audio is not None and erase_audio:
+        if audio is not None and self.erase_audio:
             src = torch.stack(sources).to(audio.device)  # (B, T)
             a_view = audio.gather(1, src.view(B, T, 1, 1).expand_as(audio))
         return fv_view, a_view
@@ -118,3 +125,127 @@ class CTENMethod:
 
 def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(dim=1) == labels).float().mean().item()
+
+
+# ---------------------------------------------------------------------------------------------- the recipe
+
+
+@dataclass(frozen=True)
+class CTENArch:
+    """The options that fix CTEN's architecture (stored in its checkpoints)."""
+    seq_len: int
+    modalities: str
+    intra: bool
+    inter: bool
+    temporal_attention: str
+    nonlocal_init: str
+    visual_depth: int
+    visual_input: str
+    audio_arch: str
+    audio_first_conv: str
+    dropout: float
+
+
+# Official CTEN settings (Adam 2e-4, wd 5e-4, batch 32, 100 epochs, T = 16 segments of 16 frames at 112 px).
+_OFFICIAL = dict(optimizer="adam", lr=2e-4, weight_decay=5e-4, batch_size=32, epochs=100, seq_len=16,
+                 snippet_duration=16, sample_size=112, visual_depth=101, visual_input="kinetics_moments",
+                 audio_arch="resnet18", loss="ce")
+# The demo: tiny models that train on the built-in demo set in minutes on 2 CPU cores.
+DEMO_DATA = dict(root="data/demo/data", seq_len=6, snippet_duration=8, sample_size=64, workers=2, val_fraction=0.15)
+
+
+class CTENRecipe(Recipe):
+    name = "cten"
+    help = "CTEN: cross-modal temporal erasing network (CVPR 2023)"
+    arch = CTENArch
+    cache = True
+    presets = {
+        "cten_demo": dict(DEMO_DATA, visual_depth=10, visual_input="kinetics400", audio_arch="resnet10",
+                          audio_first_conv="imagenet", optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8,
+                          epochs=10, loss="ce"),
+        "cten_ve8": dict(_OFFICIAL, annotation_name="ve8.json"),
+        "cten_ek6": dict(_OFFICIAL, annotation_name="ek6.json"),
+    }
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        B = argparse.BooleanOptionalAction
+        g = parser.add_argument_group("CTEN model")
+        g.add_argument("--modalities", choices=["av", "v", "a"], default="av")
+        g.add_argument("--intra", action=B, default=True, help="intra-modal non-local relation (Eqs. 1-4)")
+        g.add_argument("--inter", action=B, default=True, help="inter-modal attention (Eqs. 5-6)")
+        g.add_argument("--temporal-attention", choices=["paper", "joint"], default="paper",
+                       help="paper: one attention per modality (Eq. 7); joint: the official code's joint attention")
+        g.add_argument("--nonlocal-init", choices=["identity", "official"], default="identity")
+        g.add_argument("--visual-depth", type=int, default=101, choices=[10, 18, 34, 50, 101, 152, 200])
+        g.add_argument("--visual-input", choices=["kinetics400", "kinetics_moments"], default="kinetics_moments",
+                       help="input scaling the visual checkpoint was trained with")
+        g.add_argument("--visual-weights", default=None, help="3D ResNet Kinetics checkpoint (.pth)")
+        g.add_argument("--audio-arch", choices=["resnet10", "resnet18", "resnet50"], default="resnet18",
+                       help="resnet18: the official code; resnet50: the paper; resnet10: a small variant for demos")
+        g.add_argument("--audio-first-conv", choices=["official", "imagenet"], default="official",
+                       help="official: 1-channel (7,1) conv, stride (2,1); imagenet: torchvision's 7x7 stride-2 conv "
+                            "on 1 channel (half the compute; takes the ImageNet kernel summed over RGB with "
+                            "--audio-weights)")
+        g.add_argument("--audio-weights", default=None, help="torchvision ImageNet state_dict for the audio ResNet")
+        g.add_argument("--dropout", type=float, default=0.2)
+
+        g = parser.add_argument_group("CTEN temporal erasing")
+        g.add_argument("--erase", action=B, default=True, help="temporal erasing (Eqs. 8-9) and the two extra views")
+        g.add_argument("--theta", type=float, default=0.7, help="keyframe threshold on min-max normalised attention")
+        g.add_argument("--erase-rule", choices=["paper", "official"], default="paper",
+                       help="paper: both modalities' A* >= theta; official: joint attention >= 0.7 max + 0.3 min "
+                            "(keyframes only; the context view is the segments strictly below)")
+        g.add_argument("--erase-audio", action=B, default=True,
+                       help="erase the audio with the same segments as the video (the paper); the official release "
+                            "keeps the whole audio in both erased views (--no-erase-audio)")
+        g.add_argument("--erase-views", choices=["resample", "reuse"], default="resample",
+                       help="resample: TSN over the kept frames, new snippets through the backbone (faithful); "
+                            "reuse: the original pass's segment features re-indexed (faster, not the paper)")
+        g.add_argument("--loss-reduction", choices=["sum", "mean"], default="sum",
+                       help="sum of the three view losses (paper Eq. 12) or their mean (official)")
+        g.add_argument("--cache-train-crop", choices=["aug", "random"], default="aug",
+                       help="with --feature-cache: the stored crop used in training: the one matching the drawn "
+                            "crop/flip, or any")
+
+    def inputs(self, args) -> dict:
+        return {"audio": args.modalities != "v"}
+
+    def feature_cache(self, args) -> Optional[FeatureCache]:
+        """The --feature-cache folder, checked against this run's backbone settings (a stale cache is refused)."""
+        if not args.feature_cache:
+            return None
+        expect = cache_expectation(args.annotation, args.visual_depth, args.visual_input, args.snippet_duration,
+                                   args.sample_size, args.visual_weights)
+        return FeatureCache(args.feature_cache, expect=expect)
+
+    def build_model(self, arch: CTENArch, n_classes: int) -> CTEN:
+        return CTEN(n_classes, arch.seq_len, modalities=arch.modalities, intra=arch.intra,
+                    inter=arch.inter and arch.modalities == "av", temporal_attention=arch.temporal_attention,
+                    nonlocal_init=arch.nonlocal_init, visual_depth=arch.visual_depth, visual_input=arch.visual_input,
+                    audio_arch=arch.audio_arch, audio_first_conv=arch.audio_first_conv, dropout=arch.dropout)
+
+    def load_pretrained(self, model: CTEN, args) -> list:
+        used = []
+        if args.visual_weights and model.visual is not None:
+            load_resnet3d(args.visual_weights, model.visual)
+            used.append(args.visual_weights)
+        if args.audio_weights and model.audio is not None:
+            load_torchvision_resnet(args.audio_weights, model.audio)
+            used.append(args.audio_weights)
+        return used
+
+    def stages(self, args) -> list:
+        return [Stage("", args.epochs, method=self.step)]
+
+    def step(self, args, sc: StageContext) -> CTENMethod:
+        return CTENMethod(classification_loss(args.loss, sc.polarity, args.pcce_lambda), erase=args.erase,
+                          theta=args.theta, rule=args.erase_rule, views=args.erase_views,
+                          reduction=args.loss_reduction, erase_audio=args.erase_audio,
+                          read_frames=sc.train_data.read_frames if sc.train_data is not None else None,
+                          grid_lookup=grid_lookup if args.feature_cache else None)
+
+    def predictor(self, args, polarity) -> CTENMethod:
+        return self.step(args, StageContext(polarity))
+
+
+RECIPE = CTENRecipe()

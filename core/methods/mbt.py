@@ -1,5 +1,14 @@
-"""Supervised training of the audio-visual bottleneck transformer (MART's stage 2): PCCE on both heads."""
+"""Supervised training of the audio-visual bottleneck transformer (MART's stage 2): PCCE on both heads; and the
+`mbt` recipe (the backbone trained alone, which is also what a MART run evaluates)."""
+import argparse
+from dataclasses import dataclass
 from typing import Callable
+
+from core.losses import classification_loss
+from core.methods.base import Recipe, Stage, StageContext
+from models.ast import ASTConfig
+from models.mbt import MBT
+from models.video_vit import VideoViTConfig
 
 
 class MBTMethod:
@@ -24,3 +33,95 @@ class MBTMethod:
         loss_a = self.criterion(out["logits_a"], labels)
         acc = (out["logits"].argmax(dim=1) == labels).float().mean().item()
         return loss_v + loss_a, {"loss_v": loss_v.item(), "loss_a": loss_a.item(), "acc": acc}
+
+
+# ---------------------------------------------------------------------------------------------- the recipe
+
+
+@dataclass(frozen=True)
+class MBTArch:
+    """The options that fix the MBT's architecture (stored in its checkpoints)."""
+    sample_size: int
+    snippet_duration: int
+    audio_frames: int
+    mbt_depth: int
+    mbt_width: int
+    mbt_heads: int
+    n_bottleneck: int
+    fusion_layer: int
+    video_scaling: str
+    freeze_audio_early: bool
+    drop_path: float
+    grad_checkpointing: bool
+
+
+# Official MART/MBT settings (Adam 1e-4, wd 1e-3, T = 12 in training and 16 in evaluation, seed 3407).
+OFFICIAL = dict(optimizer="adam", lr=1e-4, weight_decay=1e-3, batch_size=4, epochs=150, seq_len=12, eval_seq_len=16,
+                snippet_duration=16, sample_size=112, loss="pcce", ema_decay=0.999, seed=3407, spec_augment=True)
+# A tiny MBT for the demo set (2 CPU cores).
+DEMO = dict(root="data/demo/data", seq_len=6, snippet_duration=4, sample_size=64, workers=2, val_fraction=0.15,
+            mbt_depth=4, mbt_width=96, mbt_heads=4, n_bottleneck=8, fusion_layer=2, optimizer="adam", lr=5e-4,
+            weight_decay=1e-3, batch_size=8, epochs=10, loss="pcce", ema_decay=0.99, ema_warmup=50.0)
+
+
+def add_backbone_options(parser: argparse.ArgumentParser) -> None:
+    """The MBT backbone's options (shared by the `mbt` and `mart` recipes; added once)."""
+    if any(a.dest == "mbt_depth" for a in parser._actions):
+        return
+    B = argparse.BooleanOptionalAction
+    g = parser.add_argument_group("MBT / MART backbone")
+    g.add_argument("--mbt-depth", type=int, default=12, help="blocks of each branch (video ViT and AST)")
+    g.add_argument("--mbt-width", type=int, default=768)
+    g.add_argument("--mbt-heads", type=int, default=12)
+    g.add_argument("--n-bottleneck", type=int, default=32)
+    g.add_argument("--fusion-layer", type=int, default=8, help="first block that fuses through the bottleneck")
+    g.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth of the last block (official: 0)")
+    g.add_argument("--grad-checkpointing", action=B, default=False)
+    g.add_argument("--freeze-audio-early", action=B, default=False,
+                   help="official MART: the AST's embedding and blocks before the fusion layer stay frozen")
+    g.add_argument("--video-scaling", choices=["imagenet", "official"], default="imagenet",
+                   help="pixel scaling into the ViT: VideoMAE's ImageNet mean/std, or the official x/255 - 100/255")
+    g.add_argument("--videomae-weights", default=None, help="VideoMAE ViT-B/16 checkpoint (.pth)")
+    g.add_argument("--ast-weights", default=None, help="AST AudioSet checkpoint (audioset_10_10_0.4593.pth)")
+
+
+def build_mbt(arch: MBTArch, n_classes: int) -> MBT:
+    scaling = {} if arch.video_scaling == "imagenet" else dict(mean=(100 / 255,) * 3, std=(1.0,) * 3)
+    video = VideoViTConfig(img_size=arch.sample_size, num_frames=arch.snippet_duration, dim=arch.mbt_width,
+                           depth=arch.mbt_depth, num_heads=arch.mbt_heads, **scaling)
+    audio = ASTConfig(n_frames=arch.audio_frames, dim=arch.mbt_width, depth=arch.mbt_depth, num_heads=arch.mbt_heads)
+    return MBT(n_classes, video, audio, n_bottleneck=arch.n_bottleneck, fusion_layer=arch.fusion_layer,
+               drop_path=arch.drop_path, grad_checkpointing=arch.grad_checkpointing,
+               freeze_audio_early=arch.freeze_audio_early)
+
+
+class MBTRecipe(Recipe):
+    name = "mbt"
+    help = "the MART backbone (audio-visual bottleneck transformer) trained supervised: MART's stage 2 alone"
+    arch = MBTArch
+    presets = {"mbt_demo": DEMO,
+               "mbt_ve8": dict(OFFICIAL, annotation_name="ve8.json"),
+               "mbt_ek6": dict(OFFICIAL, annotation_name="ek6.json")}
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        add_backbone_options(parser)
+
+    def build_model(self, arch: MBTArch, n_classes: int) -> MBT:
+        return build_mbt(arch, n_classes)
+
+    def load_pretrained(self, model: MBT, args) -> list:
+        if args.videomae_weights or args.ast_weights:
+            model.load_pretrained(args.videomae_weights, args.ast_weights)
+        return [p for p in (args.videomae_weights, args.ast_weights) if p]
+
+    def stages(self, args) -> list:
+        return [Stage("", args.epochs, method=self.step)]
+
+    def step(self, args, sc: StageContext) -> MBTMethod:
+        return MBTMethod(classification_loss(args.loss, sc.polarity, args.pcce_lambda))
+
+    def predictor(self, args, polarity) -> MBTMethod:
+        return self.step(args, StageContext(polarity))
+
+
+RECIPE = MBTRecipe()

@@ -9,7 +9,7 @@ import json
 import random
 from pathlib import Path
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 
 LIST_FIX = "fix the split list (lines are 'Class/video_id' optionally followed by the 1-based class index)"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 
 from .video import decode_stream, open_media
 

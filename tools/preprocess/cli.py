@@ -4,7 +4,7 @@ import os
 import sys
 from pathlib import Path
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 
 from .annotations import annotation_json, parse_ratio, split_from_lists, stratified_split, write_json
 from .asr import ENGINES, check_engine

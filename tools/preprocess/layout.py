@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 
 from .audio import count_decodable_samples
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 from datasets.transcripts import Cue
 
 from .asr import SAMPLE_RATE, transcribe

@@ -1,7 +1,7 @@
 """Find the source videos: SRC/<Class>/<video_id>.<ext>."""
 from pathlib import Path
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 
 from .layout import Video
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import av
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 from datasets.transcripts import Cue, clean_text, parse_srt, srt_text
 
 from .video import open_media

@@ -8,7 +8,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from datasets.annotations import DataError
+from datasets.errors import DataError
 
 REENCODE_FIX = "re-download the video, or re-encode it into a format FFmpeg reads, or remove it from the source folder"
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from models.ast import AST, ASTConfig
-from models.checkpoints import CheckpointError, cut_ast_pos_embed, load_ast, load_videomae
+from models.pretrained import CheckpointError, cut_ast_pos_embed, load_ast, load_videomae
 from models.mbt import MBT
 from models.video_vit import VideoViT, VideoViTConfig
 

@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from models.audio_resnet import AudioResNet
-from models.checkpoints import CheckpointError, load_resnet3d, load_torchvision_resnet
+from models.pretrained import CheckpointError, load_resnet3d, load_torchvision_resnet
 from models.resnet3d import ResNet3D
 
 STAGES = {10: ("basic", [1, 1, 1, 1]), 18: ("basic", [2, 2, 2, 2]), 50: ("bottleneck", [3, 4, 6, 3]),

@@ -1,0 +1,164 @@
+"""A whole run: the recipe's stages trained in turn, then the test split evaluated once with the selected model;
+and `--eval-only` of a saved checkpoint. `main` is main.py's entry (options -> run -> exit status); tests call it
+in-process."""
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import opts
+from core import checkpoint as ckpt
+from core import methods
+from core.data import build_datasets, data_summary, dataset_kwargs, feature_cache, make_loader
+from core.distributed import cleanup, init_distributed
+from core.engine import NonFiniteLoss, TrainContext, predict_all
+from core.evaluate import summarise
+from core.log import RunLogger
+from core.methods.base import StageContext
+from core.plots import confusion_figure, timeline_figure
+from core.restore import checkpoint_record, load_trained
+from core.train import fit
+from datasets.annotations import class_polarity
+from datasets.errors import DataError
+from datasets.video_emotion import VideoEmotionDataset
+from models.pretrained import CheckpointError
+
+
+def main(argv=None) -> int:
+    """Parses the options and runs; bad input ends with a one-line message and exit status 2."""
+    args = opts.parse_args(argv)
+    try:
+        return run(args)
+    except (DataError, CheckpointError, FileNotFoundError, NonFiniteLoss, ValueError) as e:
+        if os.environ.get("VEA_DEBUG"):
+            raise
+        print(f"error: {e}\n(set VEA_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def context(args) -> TrainContext:
+    """Device, process group, seeds and the logger of the run directory."""
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    dist = init_distributed(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    seed_everything(args.seed + dist.rank)
+    return TrainContext(device=device, logger=RunLogger(Path(args.output) / args.name, enabled=dist.is_main),
+                        dist=dist, amp=args.amp, accum_steps=args.accum_steps, clip_grad=args.clip_grad,
+                        progress=args.progress, log_every=args.log_every)
+
+
+def run(args) -> int:
+    ctx = context(args)
+    if args.eval_only:
+        return evaluate_checkpoint(args, ctx)
+    recipe = methods.get(args.method)
+    stages = recipe.stages(args)
+    data = build_datasets(args, recipe, text=any(s.text for s in stages))
+    labels = data["train"].labels
+    polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=ctx.device)
+    run_dir = ctx.logger.run_dir
+    if ctx.dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        opts.save_config(args, run_dir / "config.json")
+    ctx.logger.print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir})")
+    ctx.logger.print(data_summary(data))
+
+    model = recipe.build_model(recipe.arch_of(args), len(labels))
+    recipe.load_pretrained(model, args)
+    best, stage_dir = None, run_dir
+    for i, stage in enumerate(stages):
+        stage_dir = run_dir / stage.name
+        if i > 0:
+            ctx.logger = RunLogger(stage_dir, enabled=ctx.dist.is_main)
+        trained = stage.model(model)
+        if not (stage.handoff and (stage_dir / "done").is_file()):  # a finished earlier stage is not retrained
+            make_method = lambda ema: stage.method(args, StageContext(polarity, data["train"], ema, stage.epochs))  # noqa: E731
+            best = fit(args, trained, make_method, data, polarity, ctx, stage_dir, stage.epochs, select=stage.select,
+                       record=checkpoint_record(args, recipe, labels, stage.name))
+        if stage.handoff:
+            selected = ckpt.load_checkpoint(stage_dir / "best.pth")
+            stage.handoff(model, selected["model"], stage_dir / "best.pth")
+
+    selected = ckpt.load_checkpoint(stage_dir / "best.pth")
+    ckpt.load_model_state(model, selected["model"], stage_dir / "best.pth")
+    return report_test(args, model.to(ctx.device), recipe.predictor(args, polarity), data["test"], labels, polarity,
+                       ctx, selected_epoch=selected["epoch"], best_val=best["acc"] if best else None)
+
+
+def evaluate_checkpoint(args, ctx: TrainContext) -> int:
+    """--eval-only: the checkpoint's model (architecture from the checkpoint, data options from the flags)."""
+    if not args.checkpoint:
+        raise FileNotFoundError("--eval-only needs --checkpoint PATH (a best.pth or last.pth written by main.py)")
+    model, method, args, labels, state = load_trained(args.checkpoint, ctx.device, base=args)
+    recipe = methods.get(args.method)
+    test = VideoEmotionDataset(**dataset_kwargs(args, recipe, "test", cache=feature_cache(args, recipe)))
+    if test.labels != labels:
+        raise ValueError(f"the checkpoint's classes {labels} differ from {args.annotation}'s {test.labels}; pass the "
+                         "annotation file the model was trained on")
+    polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=ctx.device)
+    if ctx.dist.is_main:
+        ctx.logger.run_dir.mkdir(parents=True, exist_ok=True)
+        opts.save_config(args, ctx.logger.run_dir / "config.json")
+    return report_test(args, model, method, test, labels, polarity, ctx, selected_epoch=state.get("epoch"),
+                       best_val=None)
+
+
+def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_epoch, best_val) -> int:
+    logger = ctx.logger
+    records = predict_all(model, method, make_loader(test_ds, args, ctx.dist, train=False), ctx, desc="test")
+    gt = None
+    if args.gt_segments:
+        if not Path(args.gt_segments).is_file():
+            raise FileNotFoundError(f"--gt-segments {args.gt_segments} does not exist (the demo writes key_spans.json)")
+        gt = json.loads(Path(args.gt_segments).read_text())
+    result = summarise(records, labels, polarity.cpu(), gt_segments=gt, curves=method.curve_names,
+                       det_rule=opts.detection_rule(args))
+    result.update(protocol="test split, original video only, checkpoint selected on the validation subset"
+                  if best_val is not None else "test split, original video only, --eval-only checkpoint",
+                  selected_epoch=selected_epoch, best_val_acc=best_val, n_test_videos=len(records))
+    if ctx.dist.is_main:
+        logger.write_json("results.json", {k: v for k, v in result.items() if k != "per_video"})
+        logger.write_json("predictions.json", result["per_video"])
+        draw_figures(args, result, test_ds, labels, gt, logger)
+        logger.print(f"test accuracy {result['acc']:.4f} ({len(records)} videos, chance {1 / len(labels):.3f}); "
+                     f"mean class accuracy {result['mean_class_acc']:.4f}; polarity accuracy {result['polarity_acc']:.4f}")
+        if "detection" in result:
+            logger.print("detection mAP@tIoU: " + " ".join(f"{k} {v:.3f}" for k, v in result["detection"].items()))
+        logger.print(f"results: {logger.run_dir / 'results.json'}")
+    logger.close()
+    return 0
+
+
+def draw_figures(args, result: dict, test_ds, labels, gt, logger) -> None:
+    """The confusion matrix and the timelines of the first --vis-videos test videos, as PNGs and in TensorBoard.
+    result: summarise's ('confusion', 'per_video', 'curves': the per-segment curves drawn)."""
+    cm = confusion_figure(np.array(result["confusion"]), labels, path=logger.run_dir / "confusion.png")
+    logger.image("test/confusion", cm, 0)
+    by_id = {p["video_id"]: p for p in result["per_video"]}
+    for i in range(min(args.vis_videos, len(test_ds))):
+        sample = test_ds[i]
+        pred = by_id[sample["video_id"]]
+        times = sample["seg_times"].numpy()
+        fi = sample["frame_indices"]
+        video = test_ds.read_frames(i, fi[:, fi.shape[1] // 2:][:, :1], sample["aug"])  # (T, 3, 1, S, S) middle frames
+        thumbs = [(float(t.mean()), video[j, :, 0].permute(1, 2, 0).numpy()) for j, t in enumerate(times)]
+        curves = {k: np.array(pred[k]) for k in result.get("curves", ()) if k in pred}
+        img = timeline_figure(thumbs, times, curves, [tuple(s[:3]) for s in pred["segments"]],
+                              (gt or {}).get(sample["video_id"], []), pred["pred"], pred["label"],
+                              probs=np.array(pred["probs"]), class_names=labels, title=sample["video_id"],
+                              path=logger.run_dir / "timelines" / f"{sample['video_id']}.png")
+        logger.image(f"test/timeline_{i}", img, 0)

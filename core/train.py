@@ -1,0 +1,129 @@
+"""Training one stage for its epochs: optimiser, schedule, EMA, AMP scaler, DDP, resume, validation, saving.
+
+The per-iteration loop is core/engine.py; this module is the epoch loop around it and the save/restore helpers
+(the run state of core/checkpoint.py)."""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core import checkpoint as ckpt
+from core.data import make_loader
+from core.ema import ModelEMA
+from core.engine import TrainContext, predict_all, train_one_epoch, unwrap
+from core.evaluate import summarise
+
+
+def build_optimizer(args, params):
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def build_scheduler(args, optimizer, epochs: int):
+    if args.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    if args.lr_schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_steps, gamma=0.1)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+@dataclass
+class Progress:
+    """Where a stage is: the next epoch to train and the selected model so far ({'acc', 'epoch'})."""
+    start_epoch: int = 0
+    best: dict = None
+
+    def __post_init__(self):
+        self.best = self.best or {"acc": -1.0, "epoch": -1}
+
+
+def prepare(args, model, ctx: TrainContext, epochs: int):
+    """The optimiser over exactly the trainable parameters, its schedule, and the context's EMA and AMP scaler."""
+    optimizer = build_optimizer(args, [p for p in model.parameters() if p.requires_grad])
+    scheduler = build_scheduler(args, optimizer, epochs)
+    ctx.ema = ModelEMA(model, args.ema_decay, args.ema_warmup) if args.ema_decay > 0 else None
+    ctx.scaler = torch.amp.GradScaler("cuda") if (args.amp == "fp16" and ctx.device.type == "cuda") else None
+    ctx.global_step = 0
+    return optimizer, scheduler
+
+
+def save_last(path: Path, model, optimizer, scheduler, ctx: TrainContext, epoch: int, progress: Progress,
+              record: dict) -> None:
+    ckpt.save_checkpoint(path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                         scheduler=scheduler.state_dict(), ema=ctx.ema.state_dict() if ctx.ema else None,
+                         scaler=ctx.scaler.state_dict() if ctx.scaler else None, epoch=epoch, best=progress.best,
+                         global_step=ctx.global_step, rng=ckpt.rng_state(), **record)
+
+
+def resume(path: Path, model, optimizer, scheduler, ctx: TrainContext) -> Progress:
+    """Restores everything save_last wrote; the run goes on after the saved epoch."""
+    state = ckpt.load_checkpoint(path)
+    ckpt.load_model_state(model, state["model"], path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if ctx.ema is not None:
+        ctx.ema.load_state_dict(state["ema"])
+    if ctx.scaler is not None and state.get("scaler"):
+        ctx.scaler.load_state_dict(state["scaler"])
+    ctx.global_step = state["global_step"]
+    ckpt.set_rng_state(state["rng"])
+    ctx.logger.print(f"resumed from {path} after epoch {state['epoch']}")
+    return Progress(state["epoch"] + 1, state["best"])
+
+
+def validate(model, method, loader, ctx: TrainContext, labels, polarity, epoch: int) -> float:
+    val = summarise(predict_all(model, method, loader, ctx, desc="val"), labels, polarity.cpu())
+    ctx.logger.scalars("val", {k: val[k] for k in ("acc", "mean_class_acc", "polarity_acc")}, epoch)
+    return val["acc"]
+
+
+def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_dir: Path, epochs: int,
+        select: bool = True, record: dict = None) -> dict:
+    """Trains `model` for `epochs` with the Method that make_method(ema) returns, resuming from run_dir/last.pth
+    with --resume. Writes last.pth every epoch and best.pth: the best on the validation subset (select and a
+    validation subset exists) or the last epoch. `record`: what every checkpoint stores besides the training state
+    (config, architecture, labels, stage). Returns {'acc', 'epoch'} of the selected model."""
+    dist, device, logger = ctx.dist, ctx.device, ctx.logger
+    labels = data["train"].labels
+    model = model.to(device)
+    optimizer, scheduler = prepare(args, model, ctx, epochs)
+    method = make_method(ctx.ema)
+    train_model = model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    last_path = run_dir / "last.pth"
+    progress = Progress()
+    if args.resume and last_path.is_file():
+        progress = resume(last_path, model, optimizer, scheduler, ctx)
+
+    val_loader = make_loader(data["val"], args, dist, train=False) if (select and data["val"] is not None) else None
+    for epoch in range(progress.start_epoch, epochs):
+        stats = train_one_epoch(train_model, method, make_loader(data["train"], args, dist, train=True, epoch=epoch),
+                                optimizer, ctx, epoch)
+        scheduler.step()
+        stats["lr"] = optimizer.param_groups[0]["lr"]
+        logger.scalars("train", stats, epoch)
+        eval_model = ctx.ema.module if ctx.ema is not None else model
+        line = f"epoch {epoch}: " + " ".join(f"{k} {v:.4g}" for k, v in stats.items())
+        improved = val_loader is None
+        if val_loader is not None:
+            acc = validate(eval_model, method, val_loader, ctx, labels, polarity, epoch)
+            line += f" | val acc {acc:.4f}"
+            improved = acc > progress.best["acc"]
+            if improved:
+                progress.best = {"acc": acc, "epoch": epoch}
+        logger.print(line)
+        if dist.is_main:
+            if improved:
+                ckpt.save_checkpoint(run_dir / "best.pth", model=unwrap(eval_model).state_dict(), epoch=epoch,
+                                     **(record or {}))
+            save_last(last_path, model, optimizer, scheduler, ctx, epoch, progress, record or {})
+    if dist.is_main:
+        (run_dir / "done").write_text(json.dumps(progress.best))
+    if dist.enabled:
+        torch.distributed.barrier()
+    return progress.best
