@@ -88,7 +88,13 @@ def add_run_options(g) -> None:
     g.add_argument("--output", default="runs", help="parent folder of run directories")
     g.add_argument("--name", default=None, help="run directory name (default: <preset or method>)")
     g.add_argument("--resume", action=B, default=False, help="continue from <run dir>/last.pth if present")
-    g.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on the test split")
+    g.add_argument("--resume-override", action="store_true",
+                   help="with --resume: go on although options that change training differ from the checkpoint's "
+                        "(refused otherwise; config.json then records the new values and what changed)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory of the same name (refused otherwise)")
+    g.add_argument("--eval-only", action="store_true",
+                   help="evaluate --checkpoint on the test split, into --name or <checkpoint dir>/eval_<file stem>")
     g.add_argument("--checkpoint", default=None)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--progress", action=B, default=True, help="tqdm progress bars")
@@ -126,7 +132,7 @@ def parse_args(argv=None, parser: argparse.ArgumentParser = None) -> argparse.Na
         args.annotation = str(Path(args.root) / args.annotation_name)
     if args.eval_seq_len is None:
         args.eval_seq_len = args.seq_len
-    if args.name is None:
+    if args.name is None and not args.eval_only:
         args.name = args.preset or args.method
     if args.root is None:
         parser.error("--root is required (or a preset that sets it, e.g. --preset demo)")

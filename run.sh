@@ -45,7 +45,8 @@ case "$MODE" in
   cten|mbt|mart)
     if [ -z "${ROOT:-}" ]; then
       demo_data
-      set -- --preset "${PRESET:-${MODE}_demo}" --gt-segments "$DEMO_DIR/key_spans.json" "$@"
+      # the demo run is rerun from scratch each time (--overwrite), unless the flags say --resume
+      set -- --preset "${PRESET:-${MODE}_demo}" --gt-segments "$DEMO_DIR/key_spans.json" --overwrite "$@"
     else
       set -- --preset "${PRESET:-${MODE}_ve8}" --root "$ROOT" "$@"
     fi

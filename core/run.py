@@ -4,6 +4,7 @@ in-process."""
 import json
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from core.log import RunLogger
 from core.methods.base import StageContext
 from core.plots import confusion_figure, timeline_figure
 from core.restore import checkpoint_record, load_trained
-from core.train import fit
+from core.train import check_resume, fit
 from datasets.annotations import class_polarity
 from datasets.errors import DataError
 from datasets.video_emotion import VideoEmotionDataset
@@ -49,16 +50,55 @@ def seed_everything(seed: int) -> None:
 
 
 def context(args) -> TrainContext:
-    """Device, process group, seeds and the logger of the run directory."""
+    """Device, process group, seeds, and the logger of the run directory (claimed first: see `claim_run_dir`)."""
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     dist = init_distributed(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     seed_everything(args.seed + dist.rank)
-    return TrainContext(device=device, logger=RunLogger(Path(args.output) / args.name, enabled=dist.is_main),
-                        dist=dist, amp=args.amp, accum_steps=args.accum_steps, clip_grad=args.clip_grad,
-                        progress=args.progress, log_every=args.log_every)
+    run_dir = eval_dir(args) if args.eval_only else Path(args.output) / args.name
+    if dist.is_main:
+        claim_run_dir(run_dir, args)
+    if dist.enabled:
+        torch.distributed.barrier()
+    return TrainContext(device=device, logger=RunLogger(run_dir, enabled=dist.is_main), dist=dist, amp=args.amp,
+                        accum_steps=args.accum_steps, clip_grad=args.clip_grad, progress=args.progress,
+                        log_every=args.log_every)
+
+
+RUN_FILES = ("config.json", "last.pth", "best.pth", "results.json", "done", "tb")
+
+
+def claim_run_dir(run_dir: Path, args) -> None:
+    """A run directory is never silently reused: one that holds a run continues only with --resume, is replaced
+    (emptied first, TensorBoard events included) only with --overwrite; evaluation never writes into a training
+    run's folder."""
+    held = sorted({n for n in RUN_FILES for _ in run_dir.glob(f"**/{n}")}) if run_dir.is_dir() else []
+    if not held:
+        return
+    trained = any(run_dir.glob("**/last.pth"))
+    if args.eval_only:
+        if trained:
+            raise ValueError(f"--eval-only would write into the training run {run_dir}; leave --name out (results go "
+                             "to <checkpoint dir>/eval_<file stem>/) or pass another --name")
+        return  # an earlier evaluation's folder: its files are replaced
+    if args.resume:
+        return
+    if not args.overwrite:
+        raise ValueError(f"run directory {run_dir} already holds a run ({', '.join(held)}); pass --resume to continue "
+                         "it, --overwrite to replace it, or --name NAME for a new run")
+    shutil.rmtree(run_dir)
+
+
+def eval_dir(args) -> Path:
+    """Where --eval-only writes: --name under --output, else beside the checkpoint in eval_<file stem>/."""
+    if args.name:
+        return Path(args.output) / args.name
+    if not args.checkpoint:
+        raise FileNotFoundError("--eval-only needs --checkpoint PATH (a best.pth or last.pth written by main.py)")
+    ckpt_path = Path(args.checkpoint)
+    return ckpt_path.parent / f"eval_{ckpt_path.stem}"
 
 
 def run(args) -> int:
@@ -71,6 +111,10 @@ def run(args) -> int:
     labels = data["train"].labels
     polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=ctx.device)
     run_dir = ctx.logger.run_dir
+    changed = check_resume(run_dir, args) if args.resume else {}
+    if changed:  # recorded in config.json
+        args.resumed_with_changes = changed
+        ctx.logger.print(f"resuming with changed options (--resume-override): {changed}")
     if ctx.dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         opts.save_config(args, run_dir / "config.json")
@@ -95,14 +139,14 @@ def run(args) -> int:
 
     selected = ckpt.load_checkpoint(stage_dir / "best.pth")
     ckpt.load_model_state(model, selected["model"], stage_dir / "best.pth")
+    issues = {name: ds.counts() for name, ds in data.items() if ds is not None and name != "test"}
     return report_test(args, model.to(ctx.device), recipe.predictor(args, polarity), data["test"], labels, polarity,
-                       ctx, selected_epoch=selected["epoch"], best_val=best["acc"] if best else None)
+                       ctx, selected_epoch=selected["epoch"], best_val=best["acc"] if best else None,
+                       data_issues=issues)
 
 
 def evaluate_checkpoint(args, ctx: TrainContext) -> int:
     """--eval-only: the checkpoint's model (architecture from the checkpoint, data options from the flags)."""
-    if not args.checkpoint:
-        raise FileNotFoundError("--eval-only needs --checkpoint PATH (a best.pth or last.pth written by main.py)")
     model, method, args, labels, state = load_trained(args.checkpoint, ctx.device, base=args)
     recipe = methods.get(args.method)
     test = VideoEmotionDataset(**dataset_kwargs(args, recipe, "test", cache=feature_cache(args, recipe)))
@@ -117,7 +161,10 @@ def evaluate_checkpoint(args, ctx: TrainContext) -> int:
                        best_val=None)
 
 
-def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_epoch, best_val) -> int:
+def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_epoch, best_val,
+                data_issues: dict = None) -> int:
+    """Evaluates the test split once; results.json also counts every skip or substitution the data needed
+    ('data_issues': per subset, see VideoEmotionDataset.counts)."""
     logger = ctx.logger
     records = predict_all(model, method, make_loader(test_ds, args, ctx.dist, train=False), ctx, desc="test")
     gt = None
@@ -129,7 +176,8 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
                        det_rule=opts.detection_rule(args))
     result.update(protocol="test split, original video only, checkpoint selected on the validation subset"
                   if best_val is not None else "test split, original video only, --eval-only checkpoint",
-                  selected_epoch=selected_epoch, best_val_acc=best_val, n_test_videos=len(records))
+                  selected_epoch=selected_epoch, best_val_acc=best_val, n_test_videos=len(records),
+                  data_issues={**(data_issues or {}), "test": test_ds.counts()})
     if ctx.dist.is_main:
         logger.write_json("results.json", {k: v for k, v in result.items() if k != "per_video"})
         logger.write_json("predictions.json", result["per_video"])
@@ -138,6 +186,8 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
                      f"mean class accuracy {result['mean_class_acc']:.4f}; polarity accuracy {result['polarity_acc']:.4f}")
         if "detection" in result:
             logger.print("detection mAP@tIoU: " + " ".join(f"{k} {v:.3f}" for k, v in result["detection"].items()))
+        if test_ds.report():
+            logger.print(f"test data: {test_ds.report()}")
         logger.print(f"results: {logger.run_dir / 'results.json'}")
     logger.close()
     return 0

@@ -58,6 +58,32 @@ def save_last(path: Path, model, optimizer, scheduler, ctx: TrainContext, epoch:
                          global_step=ctx.global_step, rng=ckpt.rng_state(), **record)
 
 
+# Options that do not change what is trained: they may differ between a run and its --resume.
+RESUME_FREE = {"workers", "progress", "log_every", "device", "output", "name", "resume", "resume_override",
+               "overwrite", "eval_only", "checkpoint", "vis_videos", "gt_segments", "root", "annotation",
+               "resumed_with_changes"}
+
+
+def changed_options(saved: dict, now: dict) -> dict:
+    """{option: (saved, now)} of the options that change training and differ (detection options never do)."""
+    return {k: (saved.get(k), v) for k, v in now.items()
+            if k not in RESUME_FREE and not k.startswith("det_") and k in saved and saved[k] != v}
+
+
+def check_resume(run_dir: Path, args) -> dict:
+    """--resume: the options that change training must be those of the run's checkpoints (every stage's last.pth),
+    unless --resume-override. Returns {option: [saved, now]} of what changed (empty when nothing did)."""
+    changed = {}
+    for path in sorted(run_dir.glob("**/last.pth")):
+        changed.update(changed_options(ckpt.load_checkpoint(path).get("config", {}), vars(args)))
+    if changed and not args.resume_override:
+        listing = ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ValueError(f"--resume: {run_dir} was trained with other options ({listing}); resume with the saved "
+                         "ones (its config.json), start a new run with --name, or pass --resume-override to go on "
+                         "with the new ones")
+    return {k: list(v) for k, v in changed.items()}
+
+
 def resume(path: Path, model, optimizer, scheduler, ctx: TrainContext) -> Progress:
     """Restores everything save_last wrote; the run goes on after the saved epoch."""
     state = ckpt.load_checkpoint(path)
@@ -117,6 +143,8 @@ def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_d
             if improved:
                 progress.best = {"acc": acc, "epoch": epoch}
         logger.print(line)
+        if data["train"].report():  # every counted skip or substitution so far, each epoch
+            logger.print(f"  training data: {data['train'].report()}")
         if dist.is_main:
             if improved:
                 ckpt.save_checkpoint(run_dir / "best.pth", model=unwrap(eval_model).state_dict(), epoch=epoch,

@@ -252,6 +252,10 @@ class VideoEmotionDataset(Dataset):
         return {name: [self.videos[i]["video_id"] for i, f in enumerate(flags) if f & bit]
                 for name, bit in ISSUES.items()}
 
+    def counts(self) -> dict:
+        """{event: number of videos} of the skips and substitutions so far (results.json's 'data_issues')."""
+        return {"skipped_without_frames": len(self.skipped), **{k: len(v) for k, v in self.issues().items()}}
+
     def report(self) -> str:
         """One printable line of the videos skipped at construction and the problems met while sampling
         ('' when there is nothing to report)."""

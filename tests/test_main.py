@@ -70,7 +70,11 @@ def test_fixed_batch_steps_lower_the_loss(tiny_root):
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_root, tmp_path):
     assert run_main(argv(tiny_root, tmp_path, "full", "--epochs", "3")) == 0
     assert run_main(argv(tiny_root, tmp_path, "cut", "--epochs", "1")) == 0  # "killed" after one epoch
-    assert run_main(argv(tiny_root, tmp_path, "cut", "--epochs", "3", "--resume")) == 0
+    # a shorter first run stands in for a killed one; resuming it with other epochs needs the override
+    assert run_main(argv(tiny_root, tmp_path, "cut", "--epochs", "3", "--resume")) == 2
+    assert run_main(argv(tiny_root, tmp_path, "cut", "--epochs", "3", "--resume", "--resume-override")) == 0
+    config = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert config["epochs"] == 3 and config["resumed_with_changes"] == {"epochs": [1, 3]}
     full = torch.load(tmp_path / "full" / "last.pth", weights_only=False)
     cut = torch.load(tmp_path / "cut" / "last.pth", weights_only=False)
     assert full["epoch"] == cut["epoch"] == 2
@@ -103,6 +107,33 @@ def test_results_and_eval_only_agree(tiny_root, tmp_path):
     assert run_main(argv(tiny_root, tmp_path, "old", "--eval-only", "--checkpoint", str(tmp_path / "old.pth"),
                          "--no-intra")) == 0
     assert json.loads((tmp_path / "old" / "results.json").read_text())["confusion"] == result["confusion"]
+
+
+def test_run_directories_are_never_silently_reused(tiny_root, tmp_path, capsys):
+    assert run_main(argv(tiny_root, tmp_path, "r", "--epochs", "1", "--lr", "1e-3")) == 0
+    first = (tmp_path / "r" / "last.pth").read_bytes()
+    assert run_main(argv(tiny_root, tmp_path, "r", "--epochs", "1")) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "r" / "last.pth").read_bytes() == first
+    # --resume with an option that changes training is refused before anything is written
+    assert run_main(argv(tiny_root, tmp_path, "r", "--epochs", "1", "--lr", "0.5", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "--lr 0.001 -> 0.5" in err and "--resume-override" in err
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["lr"] == 1e-3
+    # --eval-only writes beside the checkpoint, never into the training run's files
+    results = (tmp_path / "r" / "results.json").read_text()
+    root, ann = tiny_root
+    assert run_main([*TINY, "--root", str(root), "--annotation", str(ann), "--eval-only", "--checkpoint",
+                     str(tmp_path / "r" / "best.pth")]) == 0
+    assert (tmp_path / "r" / "eval_best" / "results.json").is_file()
+    assert (tmp_path / "r" / "results.json").read_text() == results
+    assert run_main(argv(tiny_root, tmp_path, "r", "--eval-only", "--checkpoint", str(tmp_path / "r" / "best.pth"))) == 2
+    # --overwrite replaces the run, TensorBoard events included
+    events = list((tmp_path / "r" / "tb").iterdir())
+    assert run_main(argv(tiny_root, tmp_path, "r", "--epochs", "1", "--overwrite")) == 0
+    assert not any(e.exists() for e in events) and not (tmp_path / "r" / "eval_best").exists()
+    issues = json.loads((tmp_path / "r" / "results.json").read_text())["data_issues"]
+    assert set(issues) == {"train", "val", "test"} and issues["test"]["skipped_without_frames"] == 0
 
 
 def test_eval_only_with_a_foreign_checkpoint_is_a_clear_error(tiny_root, tmp_path, capsys):
