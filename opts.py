@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--inter", action=B, default=True, help="inter-modal attention (Eqs. 5-6)")
     g.add_argument("--erase", action=B, default=True, help="temporal erasing (Eqs. 8-9) and the two extra views")
     g.add_argument("--theta", type=float, default=0.7, help="keyframe threshold on min-max normalised attention")
-    g.add_argument("--erase-rule", choices=["paper", "official"], default="paper",
-                   help="paper: both modalities' A* >= theta; official: joint attention >= 0.7 max + 0.3 min")
+    g.add_argument("--erase-rule", choices=["joint", "paper", "official"], default="joint",
+                   help="joint: min(A*_v, A*_a) renormalised over T >= theta (never an empty view); paper: both "
+                        "modalities' A* >= theta (literal Eq. 9); official: joint attention >= 0.7 max + 0.3 min")
     g.add_argument("--erase-views", choices=["resample", "reuse"], default="resample",
                    help="resample: TSN over the kept frames, new snippets through the backbone (faithful); "
                         "reuse: the original pass's segment features re-indexed (faster, not the paper)")

@@ -3,7 +3,9 @@
 Per iteration (paper Eqs. 8-12):
   1. x_o: the frozen visual backbone gives F_v once (no gradient; or the feature cache gives it); the network
      gives logits and the temporal attention of each modality.
-  2. The erasing rule splits the T segments into keyframes and context (models/erasing.py).
+  2. The erasing rule splits the T segments into keyframes and context (models/erasing.py); the logs carry the
+     share of videos whose keyframe / context view is empty (`empty_key_views`, `empty_context_views`) and the
+     mean share of keyframe segments (`keyframe_fraction`), averaged over the epoch by the engine.
   3. x_k, x_l: each view is re-sampled into T segments over its kept frames. `resample` (default, the paper)
      reads the new snippets (parallel JPEG decoding through the dataset's `read_frames`) and runs the backbone on
      them; with a feature cache the new snippets' features come from the cache's temporal grid; `reuse`
@@ -18,7 +20,7 @@ from typing import Callable, Optional
 import torch
 
 from core.engine import unwrap
-from models.erasing import erasing_masks, resample_view, reuse_view
+from models.erasing import erasing_masks, resample_view, reuse_view, view_stats
 
 
 def source_segments(frame_indices: torch.Tensor, seg_bounds: torch.Tensor, keep: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -36,7 +38,7 @@ def source_segments(frame_indices: torch.Tensor, seg_bounds: torch.Tensor, keep:
 class CTENMethod:
     curve_names = ("att_v", "att_a")
 
-    def __init__(self, criterion: Callable, erase: bool = True, theta: float = 0.7, rule: str = "paper",
+    def __init__(self, criterion: Callable, erase: bool = True, theta: float = 0.7, rule: str = "joint",
                  views: str = "resample", reduction: str = "sum", read_frames: Optional[Callable] = None,
                  grid_lookup: Optional[Callable] = None):
         """read_frames(index, frame_indices (T, L), aug) -> uint8 (T, 3, L, S, S): the training dataset's reader.
@@ -76,8 +78,7 @@ class CTENMethod:
         if self.reduction == "mean":
             loss = loss / 3
         logs.update(loss_k=loss_k.item(), loss_l=loss_l.item(), acc_k=_acc(logits_k, labels),
-                    acc_l=_acc(logits_l, labels), keyframe_fraction=keyframes.float().mean().item(),
-                    empty_views=(~keyframes.any(1)).float().sum().item() + (~context.any(1)).float().sum().item())
+                    acc_l=_acc(logits_l, labels), **view_stats(keyframes, context))
         return loss, logs
 
     def _view(self, net, batch, fv, audio, keep):
