@@ -5,6 +5,8 @@ video uint8 (B, T, 3, L, S, S) -> frozen 3D ResNet per snippet -> F_v (B, T, D)
 audio (B, T, F, 128)           -> 2D ResNet per segment       -> F_a (B, T, D)
 -> intra-modal non-local blocks (Eqs. 1-4) -> inter-modal cross attention (Eqs. 5-6)
 -> temporal attention (Eq. 7) -> attention pooling -> concat (2D) -> dropout -> linear classifier.
+Outputs: logits (B, C), att_v / att_a (B, T), seg_logits (B, T, C) (each segment's attention-weighted contribution
+to the logits, the T-CAM that core/detection.py localises with).
 
 | option | paper (default) | official release |
 | --- | --- | --- |
@@ -94,19 +96,22 @@ class CTEN(nn.Module):
             fused = {"v": fv2, "a": fa2}
         out = {}
         if self.temporal_attention == "paper":
-            pooled = []
+            streams = []
             for m in self.modalities:
                 x = feats[m] + fused[m] if self.inter is not None else feats[m]
                 att = self.attention[m](x)  # (B, T)  Eq. 7
-                pooled.append(attention_pool(fused[m], att))
+                streams.append((fused[m], att))
                 out[f"att_{m}"] = att
-            z = torch.cat(pooled, dim=-1)  # (B, 2D) or (B, D)
         else:
             joint = torch.cat([fused[m] for m in self.modalities], dim=-1)  # (B, T, 2D)
             att = self.attention(joint)
-            z = attention_pool(joint, att)
+            streams = [(joint, att)]
             out.update({f"att_{m}": att for m in self.modalities})
+        z = torch.cat([attention_pool(f, a) for f, a in streams], dim=-1)  # (B, 2D) or (B, D)
         out["logits"] = self.classifier(self.dropout(z))
+        # each segment's contribution A_t W f_t to the logits (T-CAM): logits = seg_logits.mean(1) + bias w/o dropout
+        weighted = torch.cat([f * a.unsqueeze(-1) for f, a in streams], dim=-1)  # (B, T, 2D) or (B, T, D)
+        out["seg_logits"] = weighted @ self.classifier.weight.t()  # (B, T, C)
         return out
 
     def forward(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None,
