@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temporal-attention", choices=["paper", "joint"], default="paper",
                    help="paper: one attention per modality (Eq. 7); joint: the official code's joint attention")
     g.add_argument("--nonlocal-init", choices=["identity", "official"], default="identity")
+    g.add_argument("--inter-direction", choices=["official", "paper"], default="official",
+                   help="Eqs. 5-6: official: the other stream's queries mix each stream's own segments (the release, "
+                        "the spec); paper: Eq. 5's symbols U_v = S(Q_v, K_a) V_a, each stream queries the other")
     g.add_argument("--loss-reduction", choices=["sum", "mean"], default="sum",
                    help="sum of the three view losses (paper Eq. 12) or their mean (official)")
     g.add_argument("--visual-depth", type=int, default=101, choices=[10, 18, 34, 50, 101, 152, 200])
@@ -216,6 +219,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.annotation = str(Path(args.root) / args.annotation_name)
     if args.eval_seq_len is None:
         args.eval_seq_len = args.seq_len
+    if args.method == "cten" and args.eval_seq_len != args.seq_len:
+        parser.error(f"CTEN's temporal attention (Eq. 7, W1: T x T) fixes T: --eval-seq-len {args.eval_seq_len} must "
+                     f"equal --seq-len {args.seq_len}")
     if args.name is None:
         args.name = args.preset or args.method
     if args.root is None:

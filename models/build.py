@@ -9,7 +9,7 @@ from models.text import TextEncoder, bundled_text_model_path
 from models.video_vit import VideoViTConfig
 
 # Options that fix the architecture: --eval-only takes these from the checkpoint's config, not from the flags.
-MODEL_OPTIONS = ("method", "modalities", "intra", "inter", "temporal_attention", "nonlocal_init", "visual_depth",
+MODEL_OPTIONS = ("method", "modalities", "intra", "inter", "inter_direction", "temporal_attention", "nonlocal_init", "visual_depth",
                  "visual_input", "audio_arch", "audio_first_conv", "dropout", "seq_len", "eval_seq_len", "snippet_duration", "sample_size",
                  "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer", "video_scaling", "freeze_audio_early")
 
@@ -19,7 +19,8 @@ def build_model(args, n_classes: int, pretrained: bool = True):
     if args.method == "cten":
         model = CTEN(n_classes, args.seq_len, modalities=args.modalities, intra=args.intra,
                      inter=args.inter and args.modalities == "av", temporal_attention=args.temporal_attention,
-                     nonlocal_init=args.nonlocal_init, visual_depth=args.visual_depth, visual_input=args.visual_input,
+                     nonlocal_init=args.nonlocal_init, inter_direction=args.inter_direction,
+                     visual_depth=args.visual_depth, visual_input=args.visual_input,
                      audio_arch=args.audio_arch, audio_first_conv=args.audio_first_conv, dropout=args.dropout)
         if pretrained and args.visual_weights and model.visual is not None:
             load_resnet3d(args.visual_weights, model.visual)

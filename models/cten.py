@@ -12,6 +12,7 @@ to the logits, the T-CAM that core/detection.py localises with).
 | --- | --- | --- |
 | `temporal_attention` | `paper`: one attention per modality, A = ReLU(W1 (W2 (F' + F'')^T)^T), each stream pooled by its own | `joint`: one attention over the concatenated [F''_v, F''_a], W2 -> BN -> Tanh -> W1 -> ReLU |
 | `nonlocal_init` | `identity`: F' = F + W_z Z, W_z's BN scale zero at start | `official`: F' = BN(W_z Z) + alpha F, alpha = 0 at start |
+| `inter_direction` | `paper`: Eq. 5's symbols, each stream queries the other's features | `official` (default, as the spec): the other stream's queries mix each stream's own segments |
 | `audio_arch` | `resnet50` | `resnet18` (default here: the paper is silent on what the release changed) |
 | `visual_input` | `kinetics400` (`resnet-101-kinetics.pth`) | `kinetics_moments` (`r3d101_KM_200ep.pth`) |
 
@@ -31,7 +32,8 @@ from .resnet3d import ResNet3D
 
 class CTEN(nn.Module):
     def __init__(self, n_classes: int, seq_len: int, modalities: str = "av", intra: bool = True, inter: bool = True,
-                 temporal_attention: str = "paper", nonlocal_init: str = "identity", visual_depth: int = 101,
+                 temporal_attention: str = "paper", nonlocal_init: str = "identity", inter_direction: str = "official",
+                 visual_depth: int = 101,
                  visual_input: str = "kinetics400", audio_arch: str = "resnet18", audio_first_conv: str = "official",
                  feature_dim: int | None = None, dropout: float = 0.2, nonlocal_inner: int = 256, heads: int = 8,
                  visual_chunk: int = 0):
@@ -62,7 +64,7 @@ class CTEN(nn.Module):
         self.intra = None
         if intra:
             self.intra = nn.ModuleDict({m: NonLocalBlock(dim, nonlocal_inner, nonlocal_init) for m in modalities})
-        self.inter = InterModalRelation(dim, heads) if inter else None
+        self.inter = InterModalRelation(dim, heads, inter_direction) if inter else None
         if temporal_attention == "paper":
             self.attention = nn.ModuleDict({m: TemporalAttention(dim, seq_len) for m in modalities})
         else:
