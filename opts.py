@@ -185,9 +185,10 @@ def add_detection_options(g) -> None:
     g.add_argument("--det-method", choices=["oic", "threshold"], default="oic",
                    help="oic: multi-threshold proposals scored by outer-inner contrast, then NMS; threshold: the "
                         "single-threshold rule (with --det-source attention, the paper-literal path)")
-    g.add_argument("--det-source", choices=["auto", "tcam", "attention"], default="auto",
-                   help="tcam: each segment's attention-weighted contribution to the predicted class's logit; "
-                        "attention: the modality attentions combined by --det-combine; auto: tcam when the model has it")
+    g.add_argument("--det-source", choices=["auto", "cas", "tcam", "attention"], default="auto",
+                   help="cas: the classifier on each segment's features, for the predicted class; tcam: the same "
+                        "weighted by the temporal attention (each segment's share of the logit); attention: the "
+                        "modality attentions combined by --det-combine; auto: cas when the model has it")
     g.add_argument("--det-thresholds", type=float, nargs="+", default=[i / 10 for i in range(1, 10)],
                    help="oic: thresholds on the min-max normalised curve, each giving proposals")
     g.add_argument("--det-margin", type=float, default=0.25, help="oic: outer margin, as a share of the proposal length")

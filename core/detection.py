@@ -28,17 +28,19 @@ is one detection, and a constant modality is neutral for the 'min' and 'product'
 Each detection is (start, end, score) in seconds, listed by start time.
 
 That rule (`method='threshold'`, on the attention: `source='attention'`) is the paper-literal path. The default
-(`method='oic'`, `source='tcam'`) follows weakly-supervised temporal action localisation (STPN's T-CAM, the
-outer-inner contrast of AutoLoc / CoLA, docs/divergences.md):
+(`method='oic'`, `source='auto'`) follows weakly-supervised temporal action localisation (class activation
+sequences as in W-TALC / BaS-Net, the outer-inner contrast of AutoLoc / CoLA; docs/divergences.md):
 
-- Source `tcam` (`auto` picks it when the model gives `seg_logits`, else `attention`): the per-segment contribution of each segment to the predicted class's logit, A_t W_c f_t summed
-  over the modalities (the model's `seg_logits`, whose mean over T plus the bias is the logits), so the curve is the
-  decision of the classifier spread over time, attention included; `attention` is the combined attention above.
+- Source `cas` (`auto` picks it when the model gives `seg_scores`, else `attention`): the classifier applied to each
+  segment's features, W_c f_t, for the predicted class c: how strongly each segment alone shows the predicted
+  emotion. `tcam`: each segment's contribution to that logit, A_t W_c f_t (STPN's T-CAM; the model's
+  `seg_logits`, whose mean over T plus the bias is the logits), so the attention gates it. `attention`: the
+  modality attentions combined as above.
 - Method `oic` (`oic_segments`): the curve is upsampled `upsample` times by linear interpolation between segment
-  centres and min-max normalised; every run of bins at or above each of `thresholds` is a proposal, scored by the mean of
-  the curve inside minus the mean over a margin of `margin` x its length on each side (at least one bin, clipped to
-  the clip; no margin left scores 0); proposals whose tIoU with a better one exceeds `nms_iou` are dropped. The bin
-  at the curve's maximum lies in a proposal of every threshold, so every video has a detection.
+  centres and min-max normalised; every run of bins at or above each of `thresholds` is a proposal, scored by the
+  mean of the curve inside minus the mean over a margin of `margin` x its length on each side (at least one bin,
+  clipped to the clip; no margin left scores 0); proposals whose tIoU with a better one exceeds `nms_iou` are
+  dropped. The bin at the curve's maximum lies in a proposal of every threshold, so every video has a detection.
 
 `fold_detections` maps detections of a loop-padded clip (seg_times past its duration) back into [0, duration].
 `baseline_detections` gives the trivial detectors every result is compared with.
@@ -53,7 +55,8 @@ NORMALISE = ("minmax", "none")
 SCORE = ("mean", "max")
 SCORE_SOURCE = ("normalised", "raw")
 METHODS = ("oic", "threshold")
-SOURCES = ("auto", "tcam", "attention")
+SOURCES = ("auto", "cas", "tcam", "attention")
+CLASS_CURVES = {"cas": "seg_scores", "tcam": "seg_logits"}  # source -> the model output it reads
 BASELINES = ("whole_clip", "random_span", "centre_span")
 MODALITY_SUFFIX = {"visual": "_v", "audio": "_a"}  # CTEN's att_v / att_a, MART's degree_v / degree_a
 CONSTANT_RTOL = 1e-6
@@ -259,16 +262,17 @@ def baseline_detections(durations: Mapping[str, float], length: float, kind: str
 
 def detect_batch(att: Mapping, seg_times, video_ids: Sequence[str], logits, combine: str = "min",
                  use_class_prob: bool = True, method: str = "threshold", source: str = "auto",
-                 seg_logits=None, durations=None, oic: Mapping | None = None,
+                 class_curves: Mapping | None = None, durations=None, oic: Mapping | None = None,
                  **rule) -> dict[str, list[tuple[float, float, float, int]]]:
     """Detections of a batch, ready for core.metrics.detection_map.
 
     att: {'att_v': (B, T), 'att_a': (B, T)} (the modalities the model has); seg_times (B, T, 2) seconds;
-    logits (B, C); seg_logits (B, T, C), the model's per-segment class contributions (source 'tcam');
-    durations (B,) seconds: detections are folded into each clip's own time (`fold_detections`). Each detection is
-    (start, end, score, predicted class); with use_class_prob the score is multiplied by the softmax probability of
-    the predicted class. method 'threshold': `segments_from_attention` with the keyword options `rule` (threshold,
-    normalise, merge_gap, min_len, score, score_source); method 'oic': `oic_segments` with the options `oic`.
+    logits (B, C); class_curves: the model's per-segment class curves (B, T, C) by output name, 'seg_scores' (source
+    'cas') and 'seg_logits' (source 'tcam'); durations (B,) seconds: detections are folded into each clip's own time
+    (`fold_detections`). Each detection is (start, end, score, predicted class); with use_class_prob the score is
+    multiplied by the softmax probability of the predicted class. method 'threshold': `segments_from_attention` with
+    the keyword options `rule` (threshold, normalise, merge_gap, min_len, score, score_source); method 'oic':
+    `oic_segments` with the options `oic`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown detection method {method!r}; choose from {METHODS}")
@@ -283,21 +287,24 @@ def detect_batch(att: Mapping, seg_times, video_ids: Sequence[str], logits, comb
     for k, v in curves.items():
         if v.ndim != 2 or v.shape[0] != len(video_ids):
             raise ValueError(f"{k} must be (B, T) with B = {len(video_ids)} videos; got {v.shape}")
+    class_curves = class_curves or {}
     if source == "auto":
-        source = "attention" if seg_logits is None else "tcam"
-    if source == "tcam":
-        if seg_logits is None:
-            raise ValueError("detection source 'tcam' needs the model's per-segment class contributions "
-                             "(seg_logits); use source 'attention' for a model without them")
-        contrib = _numpy(seg_logits)  # (B, T, C)
-        if contrib.shape[:1] != (len(video_ids),) or contrib.ndim != 3 or contrib.shape[2] != logit.shape[1]:
-            raise ValueError(f"seg_logits must be (B, T, C) = ({len(video_ids)}, T, {logit.shape[1]}); "
-                             f"got {contrib.shape}")
+        source = "cas" if CLASS_CURVES["cas"] in class_curves else "attention"
+    per_class = None
+    if source in CLASS_CURVES:
+        name = CLASS_CURVES[source]
+        if name not in class_curves:
+            raise ValueError(f"detection source {source!r} needs the model's per-segment class curve {name!r}; "
+                             "use source 'attention' for a model without it")
+        per_class = _numpy(class_curves[name])  # (B, T, C)
+        if per_class.ndim != 3 or per_class.shape[0] != len(video_ids) or per_class.shape[2] != logit.shape[1]:
+            raise ValueError(f"{name} must be (B, T, C) = ({len(video_ids)}, T, {logit.shape[1]}); "
+                             f"got {per_class.shape}")
     out = {}
     for b, vid in enumerate(video_ids):
         p = float(prob[b]) if use_class_prob else None
-        if source == "tcam":
-            curve = contrib[b, :, int(pred[b])]  # (T,) T-CAM of the predicted class
+        if per_class is not None:
+            curve = per_class[b, :, int(pred[b])]  # (T,) of the predicted class
         else:
             curve = combine_attention({k: v[b] for k, v in curves.items()}, combine)
         if method == "oic":

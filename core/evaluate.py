@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from core.detection import BASELINES, baseline_detections, detect_batch
+from core.detection import BASELINES, CLASS_CURVES, baseline_detections, detect_batch
 from core.metrics import TIOUS, classification_summary, confusion_matrix, detection_map, per_class_accuracy
 
 
@@ -22,13 +22,13 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
     out["confusion"] = confusion_matrix(probs, y, len(labels)).tolist()
     out["labels"] = list(labels)
     present = [c for c in curves if c in records[0]]
-    attention = [c for c in present if c != SEG_LOGITS]
+    class_curves = {c: np.stack([r[c] for r in records]) for c in present if c in CLASS_CURVES.values()}
+    attention = [c for c in present if c not in class_curves]
     detections = {}
     if attention:
-        seg_logits = np.stack([r[SEG_LOGITS] for r in records]) if SEG_LOGITS in present else None
         detections = detect_batch({c: np.stack([r[c] for r in records]) for c in attention},
                                   np.stack([r["seg_times"] for r in records]), [r["video_id"] for r in records],
-                                  np.log(np.clip(probs, 1e-12, None)), seg_logits=seg_logits,
+                                  np.log(np.clip(probs, 1e-12, None)), class_curves=class_curves,
                                   durations=np.array([clip_duration(r) for r in records]), **(det_rule or {}))
     if gt_segments is not None and detections:
         missing = [r["video_id"] for r in records if r["video_id"] not in gt_segments]
@@ -52,7 +52,6 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
     return out
 
 
-SEG_LOGITS = "seg_logits"  # the per-segment class contributions (B, T, C) of a model that has them
 RANDOM_DRAWS = 20
 
 

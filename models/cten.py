@@ -5,8 +5,9 @@ video uint8 (B, T, 3, L, S, S) -> frozen 3D ResNet per snippet -> F_v (B, T, D)
 audio (B, T, F, 128)           -> 2D ResNet per segment       -> F_a (B, T, D)
 -> intra-modal non-local blocks (Eqs. 1-4) -> inter-modal cross attention (Eqs. 5-6)
 -> temporal attention (Eq. 7) -> attention pooling -> concat (2D) -> dropout -> linear classifier.
-Outputs: logits (B, C), att_v / att_a (B, T), seg_logits (B, T, C) (each segment's attention-weighted contribution
-to the logits, the T-CAM that core/detection.py localises with).
+Outputs: logits (B, C), att_v / att_a (B, T), and for weakly-supervised detection (core/detection.py) seg_scores
+(B, T, C), the classifier applied to each segment's features (W f_t, a class activation sequence), and seg_logits
+(B, T, C), each segment's attention-weighted contribution A_t W f_t to the logits (T-CAM).
 
 | option | paper (default) | official release |
 | --- | --- | --- |
@@ -111,9 +112,11 @@ class CTEN(nn.Module):
             out.update({f"att_{m}": att for m in self.modalities})
         z = torch.cat([attention_pool(f, a) for f, a in streams], dim=-1)  # (B, 2D) or (B, D)
         out["logits"] = self.classifier(self.dropout(z))
-        # each segment's contribution A_t W f_t to the logits (T-CAM): logits = seg_logits.mean(1) + bias w/o dropout
-        weighted = torch.cat([f * a.unsqueeze(-1) for f, a in streams], dim=-1)  # (B, T, 2D) or (B, T, D)
-        out["seg_logits"] = weighted @ self.classifier.weight.t()  # (B, T, C)
+        # the classifier on each segment's pooled-stream features: W f_t (CAS) and A_t W f_t (T-CAM, each segment's
+        # contribution to the logits: logits = seg_logits.mean(1) + bias without dropout)
+        weight = self.classifier.weight.t()  # (2D, C)
+        out["seg_scores"] = torch.cat([f for f, _ in streams], dim=-1) @ weight  # (B, T, C)
+        out["seg_logits"] = torch.cat([f * a.unsqueeze(-1) for f, a in streams], dim=-1) @ weight  # (B, T, C)
         return out
 
     def forward(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None,

@@ -175,21 +175,25 @@ def test_baselines():
         baseline_detections(durations, 2.0, "random_span")
 
 
-def test_detect_batch_tcam_reads_the_predicted_class_and_folds():
+def test_detect_batch_class_curves_read_the_predicted_class_and_fold():
     att = {"att_v": torch.ones(2, 4), "att_a": torch.ones(2, 4)}  # flat attention: no temporal preference
     times = torch.tensor(_times(4, 1.0), dtype=torch.float32).expand(2, 4, 2)
-    seg_logits = torch.zeros(2, 4, 3)
-    seg_logits[0, 1, 2] = 5.0  # video a: class 2 lives in segment 1
-    seg_logits[0, 3, 0] = 5.0  # another class elsewhere, not the predicted one
-    seg_logits[1, 3, 1] = 5.0  # video b: class 1 in segment 3, which lies past the 3 s clip (loop-padded)
+    scores = torch.zeros(2, 4, 3)
+    scores[0, 1, 2] = 5.0  # video a: class 2 lives in segment 1
+    scores[0, 3, 0] = 5.0  # another class elsewhere, not the predicted one
+    scores[1, 3, 1] = 5.0  # video b: class 1 in segment 3, which lies past the 3 s clip (loop-padded)
+    contributions = scores.flip(1)  # a different curve, read only by source 'tcam'
+    curves = {"seg_scores": scores, "seg_logits": contributions}
     logits = torch.tensor([[0.0, 0.0, 3.0], [0.0, 3.0, 0.0]])
     rule = dict(method="oic", oic=dict(upsample=1, nms_iou=0.0))
-    dets = detect_batch(att, times, ["a", "b"], logits, seg_logits=seg_logits, durations=[4.0, 3.0], **rule)
+    dets = detect_batch(att, times, ["a", "b"], logits, class_curves=curves, durations=[4.0, 3.0], **rule)
     assert max(dets["a"], key=lambda d: d[2])[:2] == (1.0, 2.0) and dets["a"][0][3] == 2
     assert max(dets["b"], key=lambda d: d[2])[:2] == (0.0, 1.0)  # 3-4 s of padded time is 0-1 s of the clip
+    tcam = detect_batch(att, times, ["a", "b"], logits, class_curves=curves, source="tcam", **rule)
+    assert max(tcam["a"], key=lambda d: d[2])[:2] == (2.0, 3.0)  # segment 1 flipped is segment 2
     flat = detect_batch(att, times, ["a", "b"], logits, source="attention", **rule)
     assert [d[:2] for d in flat["a"]] == [(0.0, 4.0)]
-    assert detect_batch(att, times, ["a", "b"], logits, **rule) == flat  # auto: attention without seg_logits
+    assert detect_batch(att, times, ["a", "b"], logits, **rule) == flat  # auto: attention without class curves
     with pytest.raises(ValueError, match="seg_logits"):
         detect_batch(att, times, ["a", "b"], logits, source="tcam")
     with pytest.raises(ValueError, match="unknown detection method"):
@@ -202,20 +206,22 @@ def test_cten_segment_contributions_add_up_to_the_logits():
     for attention in ("paper", "joint"):
         model = CTEN(5, 4, temporal_attention=attention, visual_depth=10, feature_dim=None).eval()
         out = model(visual_feats=torch.randn(2, 4, 512), audio=torch.randn(2, 4, 16, 16))
-        assert out["seg_logits"].shape == (2, 4, 5)
+        assert out["seg_logits"].shape == out["seg_scores"].shape == (2, 4, 5)
         torch.testing.assert_close(out["seg_logits"].mean(dim=1) + model.classifier.bias, out["logits"])
+        if attention == "joint":  # one attention: the contribution is the class score scaled by it
+            torch.testing.assert_close(out["seg_logits"], out["seg_scores"] * out["att_v"][..., None])
 
 
 def test_summarise_scores_baselines_with_the_same_map():
     from core.evaluate import summarise
     records = []
     for i, (peak, dur) in enumerate([(1, 4.0), (2, 4.0), (0, 4.0)]):
-        seg_logits = np.zeros((4, 2), dtype=np.float32)
-        seg_logits[peak, 0] = 4.0
+        seg_scores = np.zeros((4, 2), dtype=np.float32)
+        seg_scores[peak, 0] = 4.0
         records.append({"video_id": f"v{i}", "label": 0, "probs": np.array([0.9, 0.1]), "duration": dur,
-                        "seg_times": _times(4, 1.0), "att_v": np.ones(4), "seg_logits": seg_logits})
+                        "seg_times": _times(4, 1.0), "att_v": np.ones(4), "seg_scores": seg_scores})
     gt = {f"v{i}": [[p, p + 1.0]] for i, p in enumerate([1, 2, 0])}
-    out = summarise(records, ["x", "y"], torch.tensor([1.0, -1.0]), gt, curves=("att_v", "seg_logits"),
+    out = summarise(records, ["x", "y"], torch.tensor([1.0, -1.0]), gt, curves=("att_v", "seg_scores"),
                     det_rule=dict(method="oic", oic=dict(upsample=1, nms_iou=0.0)))
     assert out["detection"]["mAP@0.5"] == pytest.approx(1.0)
     base = out["detection_baselines"]
