@@ -103,6 +103,18 @@ def add_run_options(g) -> None:
 
 def add_detection_options(g) -> None:
     """The --det-* flags of the detection rule (core/detection.py), shared with tools/predict.py."""
+    g.add_argument("--det-method", choices=["oic", "threshold"], default="oic",
+                   help="oic: multi-threshold proposals scored by outer-inner contrast, then NMS; threshold: the "
+                        "single-threshold rule (with --det-source attention, the paper-literal path)")
+    g.add_argument("--det-source", choices=["auto", "cas", "tcam", "attention"], default="auto",
+                   help="cas: the classifier on each segment's features, for the predicted class; tcam: the same "
+                        "weighted by the temporal attention (each segment's share of the logit); attention: the "
+                        "modality attentions combined by --det-combine; auto: cas when the model has it")
+    g.add_argument("--det-thresholds", type=float, nargs="+", default=[i / 10 for i in range(1, 10)],
+                   help="oic: thresholds on the min-max normalised curve, each giving proposals")
+    g.add_argument("--det-margin", type=float, default=0.25, help="oic: outer margin, as a share of the proposal length")
+    g.add_argument("--det-nms-iou", type=float, default=0.5, help="oic: proposals overlapping a better one more are dropped")
+    g.add_argument("--det-upsample", type=int, default=4, help="oic: curve bins per segment (linear interpolation)")
     g.add_argument("--det-combine", choices=["min", "product", "mean", "visual", "audio"], default="min",
                    help="how the modality curves combine after min-max normalisation (min = the erasing rule)")
     g.add_argument("--det-normalise", choices=["minmax", "none"], default="minmax")
@@ -152,7 +164,9 @@ def detection_rule(args: argparse.Namespace) -> dict:
     """Keyword options of core.detection.detect_batch (the rule is documented in core/detection.py)."""
     return dict(combine=args.det_combine, use_class_prob=args.det_class_prob, threshold=args.det_threshold,
                 normalise=args.det_normalise, merge_gap=args.det_merge_gap, min_len=args.det_min_len,
-                score=args.det_score, score_source=args.det_score_source)
+                score=args.det_score, score_source=args.det_score_source, method=args.det_method,
+                source=args.det_source, oic=dict(thresholds=tuple(args.det_thresholds), margin=args.det_margin,
+                                                 nms_iou=args.det_nms_iou, upsample=args.det_upsample))
 
 
 def split_at_dashes(argv) -> tuple:

@@ -106,7 +106,7 @@ def _optimizer_step(model, optimizer, ctx: TrainContext) -> None:
 @torch.no_grad()
 def predict_all(model, method, loader, ctx: TrainContext, desc: str = "eval") -> list:
     """Runs the method's prediction over a loader; returns one record per video, gathered from every process:
-    {'video_id', 'label', 'probs' (C,), 'seg_times' (T, 2), curve name -> (T,)}."""
+    {'video_id', 'label', 'probs' (C,), 'seg_times' (T, 2), 'duration' (seconds), curve name -> its array}."""
     model.eval()
     records = []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not (ctx.progress and ctx.dist.is_main)):
@@ -116,7 +116,8 @@ def predict_all(model, method, loader, ctx: TrainContext, desc: str = "eval") ->
         probs = out["logits"].float().softmax(dim=1).cpu()
         for b, vid in enumerate(batch["video_id"]):
             rec = {"video_id": vid, "label": int(batch["label"][b]), "probs": probs[b].numpy(),
-                   "seg_times": batch["seg_times"][b].cpu().numpy()}
+                   "seg_times": batch["seg_times"][b].cpu().numpy(),
+                   "duration": float(batch["n_frames"][b]) / float(batch["fps"][b])}
             for name in method.curve_names:
                 if name in out:
                     rec[name] = out[name][b].float().cpu().numpy()

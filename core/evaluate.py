@@ -1,11 +1,12 @@
 """From per-video predictions to the reported numbers: accuracy, per-class and sentiment accuracy, the confusion
-matrix, and (with ground-truth segments) weakly-supervised detection mAP at tIoU 0.1-0.5."""
+matrix, and (with ground-truth segments) weakly-supervised detection mAP at tIoU 0.1-0.5 beside the trivial
+baselines' mAP (core/detection.py `baseline_detections`), all scored by the same core.metrics.detection_map."""
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from core.detection import detect_batch
+from core.detection import BASELINES, CLASS_CURVES, baseline_detections, detect_batch
 from core.metrics import TIOUS, classification_summary, confusion_matrix, detection_map, per_class_accuracy
 
 
@@ -22,11 +23,14 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
     out["labels"] = list(labels)
     present = [c for c in curves if c in records[0]]
     out["curves"] = present
+    class_curves = {c: np.stack([r[c] for r in records]) for c in present if c in CLASS_CURVES.values()}
+    attention = [c for c in present if c not in class_curves]
     detections = {}
-    if present:
-        detections = detect_batch({c: np.stack([r[c] for r in records]) for c in present},
+    if attention:
+        detections = detect_batch({c: np.stack([r[c] for r in records]) for c in attention},
                                   np.stack([r["seg_times"] for r in records]), [r["video_id"] for r in records],
-                                  np.log(np.clip(probs, 1e-12, None)), **(det_rule or {}))
+                                  np.log(np.clip(probs, 1e-12, None)), class_curves=class_curves,
+                                  durations=np.array([clip_duration(r) for r in records]), **(det_rule or {}))
     if gt_segments is not None and detections:
         missing = [r["video_id"] for r in records if r["video_id"] not in gt_segments]
         if missing:
@@ -38,8 +42,37 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
         per_class = detection_map(detections, gt, TIOUS, class_agnostic=False, gt_labels=gt_labels)
         out["detection_per_class"] = {labels[c]: v for c, v in per_class.pop("per_class").items()}
         out["detection_per_class"]["mean"] = per_class
+        scores = {r["video_id"]: float(r["probs"].max()) if (det_rule or {}).get("use_class_prob", True) else 1.0
+                  for r in records}
+        out["detection_baselines"] = detection_baselines(detections, {r["video_id"]: clip_duration(r) for r in records},
+                                                         gt, scores)
     out["per_video"] = [{"video_id": r["video_id"], "label": labels[r["label"]],
                          "pred": labels[int(r["probs"].argmax())], "probs": r["probs"].round(4).tolist(),
                          "segments": detections.get(r["video_id"], []),
                          **{c: r[c].round(4).tolist() for c in present}} for r in records]
+    return out
+
+
+RANDOM_DRAWS = 20
+
+
+def clip_duration(record: dict) -> float:
+    """A record's clip length in seconds: its 'duration', else where its last segment ends."""
+    return float(record["duration"]) if "duration" in record else float(np.max(record["seg_times"]))
+
+
+def detection_baselines(detections: dict, durations: dict, gt: dict, scores: dict) -> dict:
+    """Class-agnostic mAP of the trivial detectors (core.detection.baseline_detections): the whole clip, and spans of
+    the mean length of each video's top-scored detection, centred or at a random start (mean over RANDOM_DRAWS
+    seeded draws). Every baseline detection carries the video's score from `scores`. Returns {baseline: {mAP@t, ...},
+    'span_length_s': the length used}."""
+    tops = [max(d, key=lambda x: x[2]) for d in detections.values() if d]
+    length = float(np.mean([e - s for s, e, *_ in tops])) if tops else 0.0
+    out = {"span_length_s": length}
+    for kind in BASELINES:
+        draws = RANDOM_DRAWS if kind == "random_span" else 1
+        rng = np.random.default_rng(0)
+        maps = [detection_map(baseline_detections(durations, length, kind, scores, rng), gt, TIOUS)
+                for _ in range(draws)]
+        out[kind] = {k: float(np.mean([m[k] for m in maps])) for k in maps[0]}
     return out

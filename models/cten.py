@@ -5,11 +5,15 @@ video uint8 (B, T, 3, L, S, S) -> frozen 3D ResNet per snippet -> F_v (B, T, D)
 audio (B, T, F, 128)           -> 2D ResNet per segment       -> F_a (B, T, D)
 -> intra-modal non-local blocks (Eqs. 1-4) -> inter-modal cross attention (Eqs. 5-6)
 -> temporal attention (Eq. 7) -> attention pooling -> concat (2D) -> dropout -> linear classifier.
+Outputs: logits (B, C), att_v / att_a (B, T), and for weakly-supervised detection (core/detection.py) seg_scores
+(B, T, C), the classifier applied to each segment's features (W f_t, a class activation sequence), and seg_logits
+(B, T, C), each segment's attention-weighted contribution A_t W f_t to the logits (T-CAM).
 
 | option | paper (default) | official release |
 | --- | --- | --- |
 | `temporal_attention` | `paper`: one attention per modality, A = ReLU(W1 (W2 (F' + F'')^T)^T), each stream pooled by its own | `joint`: one attention over the concatenated [F''_v, F''_a], W2 -> BN -> Tanh -> W1 -> ReLU |
 | `nonlocal_init` | `identity`: F' = F + W_z Z, W_z's BN scale zero at start | `official`: F' = BN(W_z Z) + alpha F, alpha = 0 at start |
+| `inter_direction` | `paper`: Eq. 5's symbols, each stream queries the other's features | `official` (default, as the spec): the other stream's queries mix each stream's own segments |
 | `audio_arch` | `resnet50` | `resnet18` (default here: the paper is silent on what the release changed) |
 | `visual_input` | `kinetics400` (`resnet-101-kinetics.pth`) | `kinetics_moments` (`r3d101_KM_200ep.pth`) |
 
@@ -29,7 +33,8 @@ from .resnet3d import ResNet3D
 
 class CTEN(nn.Module):
     def __init__(self, n_classes: int, seq_len: int, modalities: str = "av", intra: bool = True, inter: bool = True,
-                 temporal_attention: str = "paper", nonlocal_init: str = "identity", visual_depth: int = 101,
+                 temporal_attention: str = "paper", nonlocal_init: str = "identity", inter_direction: str = "official",
+                 visual_depth: int = 101,
                  visual_input: str = "kinetics400", audio_arch: str = "resnet18", audio_first_conv: str = "official",
                  feature_dim: int | None = None, dropout: float = 0.2, nonlocal_inner: int = 256, heads: int = 8,
                  visual_chunk: int = 0):
@@ -60,7 +65,7 @@ class CTEN(nn.Module):
         self.intra = None
         if intra:
             self.intra = nn.ModuleDict({m: NonLocalBlock(dim, nonlocal_inner, nonlocal_init) for m in modalities})
-        self.inter = InterModalRelation(dim, heads) if inter else None
+        self.inter = InterModalRelation(dim, heads, inter_direction) if inter else None
         if temporal_attention == "paper":
             self.attention = nn.ModuleDict({m: TemporalAttention(dim, seq_len) for m in modalities})
         else:
@@ -94,19 +99,24 @@ class CTEN(nn.Module):
             fused = {"v": fv2, "a": fa2}
         out = {}
         if self.temporal_attention == "paper":
-            pooled = []
+            streams = []
             for m in self.modalities:
                 x = feats[m] + fused[m] if self.inter is not None else feats[m]
                 att = self.attention[m](x)  # (B, T)  Eq. 7
-                pooled.append(attention_pool(fused[m], att))
+                streams.append((fused[m], att))
                 out[f"att_{m}"] = att
-            z = torch.cat(pooled, dim=-1)  # (B, 2D) or (B, D)
         else:
             joint = torch.cat([fused[m] for m in self.modalities], dim=-1)  # (B, T, 2D)
             att = self.attention(joint)
-            z = attention_pool(joint, att)
+            streams = [(joint, att)]
             out.update({f"att_{m}": att for m in self.modalities})
+        z = torch.cat([attention_pool(f, a) for f, a in streams], dim=-1)  # (B, 2D) or (B, D)
         out["logits"] = self.classifier(self.dropout(z))
+        # the classifier on each segment's pooled-stream features: W f_t (CAS) and A_t W f_t (T-CAM, each segment's
+        # contribution to the logits: logits = seg_logits.mean(1) + bias without dropout)
+        weight = self.classifier.weight.t()  # (2D, C)
+        out["seg_scores"] = torch.cat([f for f, _ in streams], dim=-1) @ weight  # (B, T, C)
+        out["seg_logits"] = torch.cat([f * a.unsqueeze(-1) for f, a in streams], dim=-1) @ weight  # (B, T, C)
         return out
 
     def forward(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None,

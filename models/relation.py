@@ -1,7 +1,8 @@
 """CTEN's temporal relation modules over T segment features (paper Sec. 3.2-3.3, Eqs. 1-7).
 
 - `NonLocalBlock`: intra-modal relation, Eqs. 1-4.
-- `CrossModalAttention` / `InterModalRelation`: inter-modal relation, Eqs. 5-6, with the official code's semantics.
+- `CrossModalAttention` / `InterModalRelation`: inter-modal relation, Eqs. 5-6, the official code's direction or the
+  paper's symbols' (`direction`).
 - `TemporalAttention`: per-segment attention weights, Eq. 7 (paper) or the official joint form.
 - `attention_pool`: the attention-weighted temporal pooling that feeds the classifier.
 """
@@ -48,6 +49,9 @@ class NonLocalBlock(nn.Module):
         return wz + self.alpha * f
 
 
+INTER_DIRECTIONS = ("official", "paper")
+
+
 class CrossModalAttention(nn.Module):
     """Multi-head attention with ReLU after the q, k, v and output projections (the official form).
 
@@ -78,21 +82,27 @@ class CrossModalAttention(nn.Module):
 
 
 class InterModalRelation(nn.Module):
-    """(F'_v, F'_a) (B, T, D) each -> (F''_v, F''_a), Eqs. 5-6 with the official semantics:
+    """(F'_v, F'_a) (B, T, D) each -> (F''_v, F''_a), Eqs. 5-6, in one of two readings of which stream queries.
 
-    F''_v = F'_v + MHA(query = F'_a, key = value = F'_v),  F''_a = F'_a + MHA(query = F'_v, key = value = F'_a),
-    i.e. the other modality's segments decide how each stream's segments are mixed (the paper's words: audio
-    "guides the calculation of visual temporal correlation"; its Eq. 5 symbols, U_v = S(Q_v, K_a) V_a, read
-    otherwise, and the project follows the release, see the spec's cten.md).
+    `direction='official'` (default, the release and the spec): F''_v = F'_v + MHA(query = F'_a, key = value = F'_v),
+    F''_a = F'_a + MHA(query = F'_v, key = value = F'_a): the other modality's segments decide how each stream's own
+    segments are mixed (the paper's words: audio "guides the calculation of visual temporal correlation").
+    `direction='paper'` (Eq. 5's symbols, U_v = S(Q_v, K_a) V_a): F''_v = F'_v + MHA(query = F'_v, key = value = F'_a),
+    F''_a = F'_a + MHA(query = F'_a, key = value = F'_v): each stream's segments gather the other modality's features.
     """
 
-    def __init__(self, dim: int, heads: int = 8):
+    def __init__(self, dim: int, heads: int = 8, direction: str = "official"):
         super().__init__()
+        if direction not in INTER_DIRECTIONS:
+            raise ValueError(f"inter-modal direction {direction!r} is not one of {INTER_DIRECTIONS}")
+        self.direction = direction
         self.to_visual = CrossModalAttention(dim, heads)
         self.to_audio = CrossModalAttention(dim, heads)
 
     def forward(self, fv: torch.Tensor, fa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return fv + self.to_visual(fa, fv), fa + self.to_audio(fv, fa)  # Eq. 6
+        if self.direction == "paper":
+            return fv + self.to_visual(fv, fa), fa + self.to_audio(fa, fv)  # Eqs. 5-6, U_v = S(Q_v, K_a) V_a
+        return fv + self.to_visual(fa, fv), fa + self.to_audio(fv, fa)  # Eq. 6, the release's reading
 
 
 class TemporalAttention(nn.Module):
@@ -110,6 +120,10 @@ class TemporalAttention(nn.Module):
         self.w1 = nn.Linear(seq_len, seq_len)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.w1.in_features:
+            raise ValueError(f"the temporal attention (Eq. 7, W1: T x T) was built for T = {self.w1.in_features} "
+                             f"segments and got {x.shape[1]}; CTEN evaluates with the training T (--eval-seq-len "
+                             f"must equal --seq-len)")
         h = self.w2(x).transpose(1, 2)  # (B, 1, T)
         if self.bn is not None:
             h = torch.tanh(self.bn(h))

@@ -29,7 +29,7 @@ def test_audio_visual_forward_contract(model):
     fv, fa = model.visual_features(video), model.audio_features(audio)
     assert fv.shape == fa.shape == (B, T, 512) and model.feature_dim == 512
     out = model(video, audio)
-    assert set(out) == {"logits", "att_v", "att_a"}
+    assert set(out) == {"logits", "att_v", "att_a", "seg_logits", "seg_scores"} and out["seg_logits"].shape == (B, T, C)
     assert out["logits"].shape == (B, C) and out["att_v"].shape == out["att_a"].shape == (B, T)
     assert (out["att_v"] >= 0).all() and (out["att_a"] >= 0).all()
     assert model.classifier.in_features == 1024
@@ -53,7 +53,7 @@ def test_single_modality_returns_only_its_attention(modality, key):
     model = tiny(modalities=modality, inter=False)
     video, audio = inputs()
     out = model(video if modality == "v" else None, audio if modality == "a" else None)
-    assert set(out) == {"logits", key}
+    assert set(out) == {"logits", key, "seg_logits", "seg_scores"}
     assert model.classifier.in_features == (512 if modality == "v" else 2048)
     assert (model.visual is None) == (modality == "a") and (model.audio is None) == (modality == "v")
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.detection import combine_attention, detect_batch, minmax_normalise, segments_from_attention
+from core.detection import (baseline_detections, combine_attention, detect_batch, fold_detections, minmax_normalise,
+                            nms_1d, oic_segments, segments_from_attention, upsample_curve)
 from core.metrics import detection_map
 
 
@@ -117,3 +118,114 @@ def test_detect_batch_feeds_detection_map():
     assert plain["b"][0][2] == pytest.approx(0.95)
     with pytest.raises(ValueError, match=r"\(B, C\) with B = 3"):
         detect_batch({"att_v": att_v}, times, ["a", "b", "c"], logits)
+
+
+def test_upsample_interpolates_between_segment_centres():
+    values, bins = upsample_curve([0.0, 1.0, 0.0], _times(3), 2)  # centres at 1, 3, 5 s
+    np.testing.assert_allclose(bins, [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6]])
+    np.testing.assert_allclose(values, [0.0, 0.25, 0.75, 0.75, 0.25, 0.0])  # bin centres .5 1.5 2.5 3.5 4.5 5.5
+    same, bins1 = upsample_curve([3.0, 1.0], _times(2), 1)
+    np.testing.assert_allclose(same, [3.0, 1.0]) and np.testing.assert_allclose(bins1, _times(2))
+
+
+def test_oic_finds_the_bump_and_scores_by_contrast():
+    att = [0.0, 0.1, 0.9, 1.0, 0.1, 0.0, 0.0, 0.2]
+    dets = oic_segments(att, _times(8, 1.0), upsample=1, nms_iou=0.0)
+    top = max(dets, key=lambda d: d[2])
+    assert (top[0], top[1]) == (2.0, 4.0)
+    inner, outer = (0.9 + 1.0) / 2, 0.1  # one bin of margin each side: 0.1 and 0.1
+    assert top[2] == pytest.approx(inner - outer)
+    assert oic_segments(att, _times(8, 1.0), upsample=1, nms_iou=0.0, class_prob=0.5)[0][2] == pytest.approx(
+        sorted(dets)[0][2] * 0.5)
+    for s, e, _ in dets:  # NMS at 0: no two detections overlap
+        assert all(min(e, e2) <= max(s, s2) for s2, e2, _ in dets if (s2, e2) != (s, e))
+
+
+def test_oic_constant_curve_is_the_whole_clip_and_every_video_gets_a_detection():
+    assert oic_segments([0.3] * 4, _times(4)) == [(0.0, 8.0, 1.0)]  # no margin left: inner 1 - outer 0
+    g = np.random.default_rng(0)
+    for _ in range(50):
+        assert oic_segments(g.random(6), _times(6), thresholds=(0.9,))
+
+
+def test_nms_keeps_the_best_of_overlapping_detections():
+    dets = [(0.0, 2.0, 0.5), (0.0, 2.5, 0.9), (3.0, 4.0, 0.1)]
+    assert nms_1d(dets, 0.5) == [(0.0, 2.5, 0.9), (3.0, 4.0, 0.1)]
+    assert len(nms_1d(dets, 0.9)) == 3
+
+
+def test_fold_detections_maps_padded_time_into_the_clip():
+    dets = [(1.0, 2.0, 0.9, 3), (4.5, 5.5, 0.5, 3), (6.5, 7.0, 0.4, 3), (0.0, 8.0, 0.2, 3)]  # clip of 5 s
+    assert fold_detections(dets, 5.0) == [(1.0, 2.0, 0.9, 3), (4.5, 5.0, 0.5, 3), (0.0, 0.5, 0.5, 3),
+                                          (1.5, 2.0, 0.4, 3), (0.0, 5.0, 0.2, 3)]
+    with pytest.raises(ValueError, match="duration"):
+        fold_detections(dets, 0.0)
+
+
+def test_baselines():
+    durations = {"a": 6.0, "b": 3.0}
+    assert baseline_detections(durations, 2.0, "whole_clip") == {"a": [(0.0, 6.0, 1.0)], "b": [(0.0, 3.0, 1.0)]}
+    assert baseline_detections(durations, 2.0, "centre_span", {"a": 0.3, "b": 0.6}) == {
+        "a": [(2.0, 4.0, 0.3)], "b": [(0.5, 2.5, 0.6)]}
+    rng = np.random.default_rng(0)
+    starts = [baseline_detections(durations, 2.0, "random_span", generator=rng)["a"][0][0] for _ in range(200)]
+    assert min(starts) >= 0 and max(starts) <= 4.0 and np.std(starts) > 0.8  # uniform on [0, 4]: std 1.15
+    assert baseline_detections({"c": 1.0}, 2.0, "random_span", generator=rng)["c"] == [(0.0, 1.0, 1.0)]
+    with pytest.raises(ValueError, match="generator"):
+        baseline_detections(durations, 2.0, "random_span")
+
+
+def test_detect_batch_class_curves_read_the_predicted_class_and_fold():
+    att = {"att_v": torch.ones(2, 4), "att_a": torch.ones(2, 4)}  # flat attention: no temporal preference
+    times = torch.tensor(_times(4, 1.0), dtype=torch.float32).expand(2, 4, 2)
+    scores = torch.zeros(2, 4, 3)
+    scores[0, 1, 2] = 5.0  # video a: class 2 lives in segment 1
+    scores[0, 3, 0] = 5.0  # another class elsewhere, not the predicted one
+    scores[1, 3, 1] = 5.0  # video b: class 1 in segment 3, which lies past the 3 s clip (loop-padded)
+    contributions = scores.flip(1)  # a different curve, read only by source 'tcam'
+    curves = {"seg_scores": scores, "seg_logits": contributions}
+    logits = torch.tensor([[0.0, 0.0, 3.0], [0.0, 3.0, 0.0]])
+    rule = dict(method="oic", oic=dict(upsample=1, nms_iou=0.0))
+    dets = detect_batch(att, times, ["a", "b"], logits, class_curves=curves, durations=[4.0, 3.0], **rule)
+    assert max(dets["a"], key=lambda d: d[2])[:2] == (1.0, 2.0) and dets["a"][0][3] == 2
+    assert max(dets["b"], key=lambda d: d[2])[:2] == (0.0, 1.0)  # 3-4 s of padded time is 0-1 s of the clip
+    tcam = detect_batch(att, times, ["a", "b"], logits, class_curves=curves, source="tcam", **rule)
+    assert max(tcam["a"], key=lambda d: d[2])[:2] == (2.0, 3.0)  # segment 1 flipped is segment 2
+    flat = detect_batch(att, times, ["a", "b"], logits, source="attention", **rule)
+    assert [d[:2] for d in flat["a"]] == [(0.0, 4.0)]
+    assert detect_batch(att, times, ["a", "b"], logits, **rule) == flat  # auto: attention without class curves
+    with pytest.raises(ValueError, match="seg_logits"):
+        detect_batch(att, times, ["a", "b"], logits, source="tcam")
+    with pytest.raises(ValueError, match="unknown detection method"):
+        detect_batch(att, times, ["a", "b"], logits, method="peaks")
+
+
+def test_cten_segment_contributions_add_up_to_the_logits():
+    from models.cten import CTEN
+    torch.manual_seed(0)
+    for attention in ("paper", "joint"):
+        model = CTEN(5, 4, temporal_attention=attention, visual_depth=10, feature_dim=None).eval()
+        out = model(visual_feats=torch.randn(2, 4, 512), audio=torch.randn(2, 4, 16, 16))
+        assert out["seg_logits"].shape == out["seg_scores"].shape == (2, 4, 5)
+        torch.testing.assert_close(out["seg_logits"].mean(dim=1) + model.classifier.bias, out["logits"])
+        if attention == "joint":  # one attention: the contribution is the class score scaled by it
+            torch.testing.assert_close(out["seg_logits"], out["seg_scores"] * out["att_v"][..., None])
+
+
+def test_summarise_scores_baselines_with_the_same_map():
+    from core.evaluate import summarise
+    records = []
+    for i, (peak, dur) in enumerate([(1, 4.0), (2, 4.0), (0, 4.0)]):
+        seg_scores = np.zeros((4, 2), dtype=np.float32)
+        seg_scores[peak, 0] = 4.0
+        records.append({"video_id": f"v{i}", "label": 0, "probs": np.array([0.9, 0.1]), "duration": dur,
+                        "seg_times": _times(4, 1.0), "att_v": np.ones(4), "seg_scores": seg_scores})
+    gt = {f"v{i}": [[p, p + 1.0]] for i, p in enumerate([1, 2, 0])}
+    out = summarise(records, ["x", "y"], torch.tensor([1.0, -1.0]), gt, curves=("att_v", "seg_scores"),
+                    det_rule=dict(method="oic", oic=dict(upsample=1, nms_iou=0.0)))
+    assert out["detection"]["mAP@0.5"] == pytest.approx(1.0)
+    base = out["detection_baselines"]
+    assert base["span_length_s"] == pytest.approx(1.0)
+    assert base["whole_clip"]["mAP@0.3"] == 0.0 and base["whole_clip"]["mAP@0.2"] == pytest.approx(1.0)  # IoU 0.25
+    assert base["centre_span"]["mAP@0.5"] == 0.0  # [1.5, 2.5] against [1, 2], [2, 3], [0, 1]
+    assert 0.0 < base["random_span"]["mAP@0.1"] < 1.0

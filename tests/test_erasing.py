@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from datasets.frames import erased_view_frames
-from models.erasing import erasing_masks, minmax_normalize, reuse_view
+from models.erasing import erasing_masks, minmax_normalize, reuse_view, view_stats
 
 
 def test_minmax_normalises_each_row_over_time():
@@ -19,18 +19,60 @@ def test_minmax_of_constant_attention_is_all_ones_not_nan():
 def test_paper_rule_needs_both_modalities_above_theta_with_ties_included():
     att_v = torch.tensor([[0.0, 1.0, 2.0, 2.0, 1.5]])  # normalised: 0, .5, 1, 1, .75
     att_a = torch.tensor([[4.0, 4.0, 0.0, 4.0, 2.0]])  # normalised: 1, 1, 0, 1, .5
-    key, context = erasing_masks([att_v, att_a], theta=0.5)
+    key, context = erasing_masks([att_v, att_a], theta=0.5, rule="paper")
     assert key.tolist() == [[False, True, False, True, True]]
     assert context.tolist() == [[True, False, True, False, False]]
-    key_v, _ = erasing_masks([att_v], theta=0.5)
+    key_v, _ = erasing_masks([att_v], theta=0.5, rule="paper")
     assert key_v.tolist() == [[False, True, True, True, True]]
 
 
 def test_paper_rule_default_theta_and_constant_attention():
     att = torch.tensor([[0.0, 0.69, 0.7, 1.0], [3.0, 3.0, 3.0, 3.0]])
-    key, context = erasing_masks([att])
+    key, context = erasing_masks([att], rule="paper")
     assert key.tolist() == [[False, False, True, True], [True] * 4]
     assert context.tolist() == [[True, True, False, False], [False] * 4]  # empty context: the view falls back
+
+
+def test_joint_rule_renormalises_the_per_segment_minimum():
+    att_v = torch.tensor([[0.0, 1.0, 2.0, 2.0, 1.5]])  # normalised: 0, .5, 1, 1, .75
+    att_a = torch.tensor([[8.0, 8.0, 0.0, 4.0, 5.0]])  # normalised: 1, 1, 0, .5, .625
+    # minimum 0, .5, 0, .5, .625 -> renormalised 0, .8, 0, .8, 1
+    key, context = erasing_masks([att_v, att_a], theta=0.7)
+    assert key.tolist() == [[False, True, False, True, True]] and torch.equal(context, ~key)
+    paper_key, _ = erasing_masks([att_v, att_a], theta=0.7, rule="paper")
+    assert not paper_key.any()  # the literal rule finds no keyframe in the same video
+    key, _ = erasing_masks([att_v, att_a], theta=0.9)
+    assert key.tolist() == [[False, False, False, False, True]]
+
+
+def test_joint_rule_never_leaves_a_view_empty_on_random_curves():
+    g = torch.Generator().manual_seed(0)
+    for T in (2, 3, 6, 16):
+        atts = [torch.randn(2000, T, generator=g).relu() for _ in range(2)]  # exact zeros, like a dead ReLU
+        for theta in (0.05, 0.7, 1.0):
+            key, context = erasing_masks(atts, theta=theta, generator=g)
+            assert key.any(dim=1).all() and context.any(dim=1).all(), (T, theta)
+        paper_key, _ = erasing_masks(atts, theta=0.7, rule="paper")
+        assert T < 6 or (~paper_key.any(dim=1)).float().mean() > 0.5  # what the default avoids
+
+
+def test_joint_rule_draws_one_keyframe_when_there_is_no_temporal_preference():
+    flat = [torch.zeros(400, 6), torch.full((400, 6), 2.0)]
+    key, context = erasing_masks(flat, generator=torch.Generator().manual_seed(0))
+    assert key.sum(dim=1).eq(1).all() and torch.equal(context, ~key)
+    assert set(key.float().argmax(dim=1).tolist()) == set(range(6))  # uniform draw, not always the first segment
+    again, _ = erasing_masks(flat, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(key, again)
+    one_flat = [torch.zeros(1, 4), torch.tensor([[0.0, 3.0, 1.0, 0.5]])]  # a dead modality defers to the other
+    key, _ = erasing_masks(one_flat)
+    assert key.tolist() == [[False, True, False, False]]
+
+
+def test_view_stats_count_empty_views_per_video():
+    key = torch.tensor([[True, False], [False, False], [True, True], [False, True]])
+    context = torch.tensor([[False, True], [True, True], [False, False], [True, False]])
+    assert view_stats(key, context) == {"empty_key_views": 0.25, "empty_context_views": 0.25,
+                                        "keyframe_fraction": 0.5}
 
 
 def test_official_rule_thresholds_raw_attention_and_leaves_ties_out():

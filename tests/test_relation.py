@@ -112,3 +112,29 @@ def test_attention_pool_is_mean_of_weighted_segments():
     f = feats()
     a = torch.rand(B, T)
     torch.testing.assert_close(attention_pool(f, a), sum(a[:, t, None] * f[:, t] for t in range(T)) / T)
+
+
+def test_inter_modal_paper_direction_lets_each_stream_query_the_other():
+    """Eq. 5's symbols, U_v = S(Q_v, K_a) V_a: visual slot t gathers audio features, chosen by visual segment t."""
+    torch.manual_seed(0)
+    inter = InterModalRelation(D, heads=8, direction="paper")
+    fv, fa = feats(1), feats(2)
+    fv2, fa2 = inter(fv, fa)
+    torch.testing.assert_close(fv2, fv + inter.to_visual(fv, fa))
+    torch.testing.assert_close(fa2, fa + inter.to_audio(fa, fv))
+    fv_moved = fv.clone()
+    fv_moved[:, 2] += 3.0
+    fv2_moved, _ = inter(fv_moved, fa)
+    mixed = (fv2_moved - fv_moved - (fv2 - fv)).abs().amax(dim=(0, 2)) > 1e-6  # the attention term alone
+    assert mixed.tolist() == [False, False, True, False, False]  # a visual segment only changes its own query
+    official = InterModalRelation(D, heads=8)
+    official.load_state_dict(inter.state_dict())
+    assert not torch.allclose(official(fv, fa)[0], fv2)
+    with pytest.raises(ValueError, match="direction"):
+        InterModalRelation(D, direction="both")
+
+
+def test_temporal_attention_refuses_another_number_of_segments():
+    att = TemporalAttention(D, T)
+    with pytest.raises(ValueError, match="--eval-seq-len must equal --seq-len"):
+        att(torch.randn(B, T + 2, D))

@@ -3,7 +3,9 @@
 Per iteration (paper Eqs. 8-12):
   1. x_o: the frozen visual backbone gives F_v once (no gradient; or the feature cache gives it); the network
      gives logits and the temporal attention of each modality.
-  2. The erasing rule splits the T segments into keyframes and context (models/erasing.py).
+  2. The erasing rule splits the T segments into keyframes and context (models/erasing.py); the logs carry the
+     share of videos whose keyframe / context view is empty (`empty_key_views`, `empty_context_views`) and the
+     mean share of keyframe segments (`keyframe_fraction`), averaged over the epoch by the engine.
   3. x_k, x_l: each view is re-sampled into T segments over its kept frames. `resample` (default, the paper)
      reads the new snippets (parallel JPEG decoding through the dataset's `read_frames`) and runs the backbone on
      them; with a feature cache the new snippets' features come from the cache's temporal grid; `reuse`
@@ -25,7 +27,7 @@ from core.methods.base import Recipe, Stage, StageContext
 from datasets.feature_cache import FeatureCache, cache_expectation, grid_lookup
 from datasets.frames import erased_view_frames
 from models.cten import CTEN
-from models.erasing import erasing_masks, reuse_view
+from models.erasing import erasing_masks, reuse_view, view_stats
 from models.pretrained import load_resnet3d, load_torchvision_resnet
 
 
@@ -42,9 +44,9 @@ def source_segments(frame_indices: torch.Tensor, seg_bounds: torch.Tensor, keep:
 
 
 class CTENMethod:
-    curve_names = ("att_v", "att_a")
+    curve_names = ("att_v", "att_a", "seg_scores", "seg_logits")  # seg_*: per-segment class scores, for detection  # seg_logits: per-segment class contributions, for detection
 
-    def __init__(self, criterion: Callable, erase: bool = True, theta: float = 0.7, rule: str = "paper",
+    def __init__(self, criterion: Callable, erase: bool = True, theta: float = 0.7, rule: str = "joint",
                  views: str = "resample", reduction: str = "sum", erase_audio: bool = True,
                  read_frames: Optional[Callable] = None, grid_lookup: Optional[Callable] = None):
         """read_frames(index, frame_indices (T, L), aug) -> uint8 (T, 3, L, S, S): the training dataset's reader.
@@ -84,8 +86,7 @@ class CTENMethod:
         if self.reduction == "mean":
             loss = loss / 3
         logs.update(loss_k=loss_k.item(), loss_l=loss_l.item(), acc_k=_acc(logits_k, labels),
-                    acc_l=_acc(logits_l, labels), keyframe_fraction=keyframes.float().mean().item(),
-                    empty_views=(~keyframes.any(1)).float().sum().item() + (~context.any(1)).float().sum().item())
+                    acc_l=_acc(logits_l, labels), **view_stats(keyframes, context))
         return loss, logs
 
     def _view(self, net, batch, fv, audio, keep):
@@ -139,6 +140,7 @@ class CTENArch:
     inter: bool
     temporal_attention: str
     nonlocal_init: str
+    inter_direction: str
     visual_depth: int
     visual_input: str
     audio_arch: str
@@ -176,6 +178,10 @@ class CTENRecipe(Recipe):
         g.add_argument("--temporal-attention", choices=["paper", "joint"], default="paper",
                        help="paper: one attention per modality (Eq. 7); joint: the official code's joint attention")
         g.add_argument("--nonlocal-init", choices=["identity", "official"], default="identity")
+        g.add_argument("--inter-direction", choices=["official", "paper"], default="official",
+                       help="Eqs. 5-6: official: the other stream's queries mix each stream's own segments (the "
+                            "release, the spec); paper: Eq. 5's symbols U_v = S(Q_v, K_a) V_a, each stream queries "
+                            "the other")
         g.add_argument("--visual-depth", type=int, default=101, choices=[10, 18, 34, 50, 101, 152, 200])
         g.add_argument("--visual-input", choices=["kinetics400", "kinetics_moments"], default="kinetics_moments",
                        help="input scaling the visual checkpoint was trained with")
@@ -192,8 +198,9 @@ class CTENRecipe(Recipe):
         g = parser.add_argument_group("CTEN temporal erasing")
         g.add_argument("--erase", action=B, default=True, help="temporal erasing (Eqs. 8-9) and the two extra views")
         g.add_argument("--theta", type=float, default=0.7, help="keyframe threshold on min-max normalised attention")
-        g.add_argument("--erase-rule", choices=["paper", "official"], default="paper",
-                       help="paper: both modalities' A* >= theta; official: joint attention >= 0.7 max + 0.3 min "
+        g.add_argument("--erase-rule", choices=["joint", "paper", "official"], default="joint",
+                       help="joint: min(A*_v, A*_a) renormalised over T >= theta (never an empty view); paper: both "
+                            "modalities' A* >= theta (literal Eq. 9); official: joint attention >= 0.7 max + 0.3 min "
                             "(keyframes only; the context view is the segments strictly below)")
         g.add_argument("--erase-audio", action=B, default=True,
                        help="erase the audio with the same segments as the video (the paper); the official release "
@@ -206,6 +213,11 @@ class CTENRecipe(Recipe):
         g.add_argument("--cache-train-crop", choices=["aug", "random"], default="aug",
                        help="with --feature-cache: the stored crop used in training: the one matching the drawn "
                             "crop/flip, or any")
+
+    def validate(self, args) -> None:
+        if args.eval_seq_len != args.seq_len:
+            raise ValueError(f"CTEN's temporal attention (Eq. 7, W1: T x T) fixes T: --eval-seq-len "
+                             f"{args.eval_seq_len} must equal --seq-len {args.seq_len}")
 
     def inputs(self, args) -> dict:
         return {"audio": args.modalities != "v"}
@@ -221,7 +233,8 @@ class CTENRecipe(Recipe):
     def build_model(self, arch: CTENArch, n_classes: int) -> CTEN:
         return CTEN(n_classes, arch.seq_len, modalities=arch.modalities, intra=arch.intra,
                     inter=arch.inter and arch.modalities == "av", temporal_attention=arch.temporal_attention,
-                    nonlocal_init=arch.nonlocal_init, visual_depth=arch.visual_depth, visual_input=arch.visual_input,
+                    nonlocal_init=arch.nonlocal_init, inter_direction=arch.inter_direction,
+                    visual_depth=arch.visual_depth, visual_input=arch.visual_input,
                     audio_arch=arch.audio_arch, audio_first_conv=arch.audio_first_conv, dropout=arch.dropout)
 
     def load_pretrained(self, model: CTEN, args) -> list:
