@@ -300,7 +300,9 @@ def build_method(args, kind: str, polarity, train_ds, ema=None, epochs: int = 1)
                           match_threshold=args.mart_match_threshold, blend=args.mart_blend,
                           degree_weight=args.mart_degree_weight, temperature=args.mart_temperature,
                           push_margin=args.mart_push_margin, push_weight=args.mart_push_weight,
-                          rec_weight=args.mart_rec_weight)
+                          rec_weight=args.mart_rec_weight, cues=args.mart_cues, verify=args.mart_verify,
+                          masking=args.mart_mask, distill_weight=args.mart_distill_weight,
+                          comp_weight=args.mart_comp_weight)
     from core.methods.mbt import MBTMethod
     return MBTMethod(criterion)
 

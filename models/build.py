@@ -11,7 +11,8 @@ from models.video_vit import VideoViTConfig
 # Options that fix the architecture: --eval-only takes these from the checkpoint's config, not from the flags.
 MODEL_OPTIONS = ("method", "modalities", "intra", "inter", "temporal_attention", "nonlocal_init", "visual_depth",
                  "visual_input", "audio_arch", "audio_first_conv", "dropout", "seq_len", "eval_seq_len", "snippet_duration", "sample_size",
-                 "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer", "video_scaling", "freeze_audio_early")
+                 "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer", "video_scaling", "freeze_audio_early",
+                 "mbt_pool", "mbt_head_init_scale", "video_patch_size", "ast_stride", "ast_patch_freq")
 
 
 def build_model(args, n_classes: int, pretrained: bool = True):
@@ -28,11 +29,13 @@ def build_model(args, n_classes: int, pretrained: bool = True):
         return model
     scaling = {} if args.video_scaling == "imagenet" else dict(mean=(100 / 255,) * 3, std=(1.0,) * 3)
     video = VideoViTConfig(img_size=args.sample_size, num_frames=args.snippet_duration, dim=args.mbt_width,
-                           depth=args.mbt_depth, num_heads=args.mbt_heads, **scaling)
-    audio = ASTConfig(n_frames=args.audio_frames, dim=args.mbt_width, depth=args.mbt_depth, num_heads=args.mbt_heads)
+                           depth=args.mbt_depth, num_heads=args.mbt_heads, patch_size=args.video_patch_size, **scaling)
+    audio = ASTConfig(n_frames=args.audio_frames, dim=args.mbt_width, depth=args.mbt_depth, num_heads=args.mbt_heads,
+                      fstride=args.ast_stride, tstride=args.ast_stride, patch_freq=args.ast_patch_freq)
     model = MBT(n_classes, video, audio, n_bottleneck=args.n_bottleneck, fusion_layer=args.fusion_layer,
                 drop_path=args.drop_path, grad_checkpointing=args.grad_checkpointing,
-                freeze_audio_early=args.freeze_audio_early)
+                freeze_audio_early=args.freeze_audio_early, pool=args.mbt_pool,
+                head_init_scale=args.mbt_head_init_scale)
     if pretrained and (args.videomae_weights or args.ast_weights):
         model.load_pretrained(args.videomae_weights, args.ast_weights)
     return model

@@ -1,5 +1,21 @@
 """Supervised training of the audio-visual bottleneck transformer (MART's stage 2): PCCE on both heads."""
-from typing import Callable
+from typing import Callable, Dict
+
+import torch
+
+DEGREE_SOURCES = (("degree_v", "seg_logits_v"), ("degree_a", "seg_logits_a"), ("degree_dec", "dec_logits"))
+
+
+def add_degree_curves(out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Temporal degree of the predicted emotion: per segment, the probability of the video's predicted class
+    under each per-segment head present in `out` (B, T, C) -> curve (B, T): the visual and audio heads, and
+    MART's decoder ('dec_logits') when present."""
+    pred = out["logits"].argmax(dim=1)  # (B,)
+    for name, key in DEGREE_SOURCES:
+        if key in out:
+            probs = out[key].float().softmax(dim=-1)  # (B, T, C)
+            out[name] = probs.gather(2, pred[:, None, None].expand(-1, probs.shape[1], 1)).squeeze(2)  # (B, T)
+    return out
 
 
 class MBTMethod:
@@ -9,13 +25,7 @@ class MBTMethod:
         self.criterion = criterion
 
     def predict(self, model, batch: dict) -> dict:
-        out = model(video=batch["video"], audio=batch["audio"])
-        # Temporal degree of the predicted emotion: per-segment probability of the video's predicted class.
-        pred = out["logits"].argmax(dim=1)  # (B,)
-        for name, key in (("degree_v", "seg_logits_v"), ("degree_a", "seg_logits_a")):
-            probs = out[key].float().softmax(dim=-1)  # (B, T, C)
-            out[name] = probs.gather(2, pred[:, None, None].expand(-1, probs.shape[1], 1)).squeeze(2)  # (B, T)
-        return out
+        return add_degree_curves(model(video=batch["video"], audio=batch["audio"]))
 
     def train_step(self, model, batch: dict, epoch: int):
         out = model(video=batch["video"], audio=batch["audio"])
