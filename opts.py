@@ -27,13 +27,16 @@ PRESETS = {
                       epochs=10, loss="ce"),
     "cten_ve8": dict(_CTEN_OFFICIAL, annotation_name="ve8.json"),
     "cten_ek6": dict(_CTEN_OFFICIAL, annotation_name="ek6.json"),
-    # MBT / MART demo (docs/mbt_demo.md): whole-spectrum audio tokens, mean-pooled heads, lr 1e-3 with cosine decay
+    # MBT / MART demo (docs/mbt_demo.md): whole-spectrum audio tokens re-normalised to the demo's fbank statistics
+    # (mean 0.307, std 2 x 0.285, AST's convention), mean-pooled heads, lr 1e-3 with cosine decay
     "mbt_demo": dict(_DEMO_DATA, method="mbt", snippet_duration=4, mbt_depth=4, mbt_width=96, mbt_heads=4,
-                     n_bottleneck=8, fusion_layer=2, mbt_pool="mean", ast_patch_freq=128, optimizer="adam",
+                     n_bottleneck=8, fusion_layer=2, mbt_pool="mean", ast_patch_freq=128, ast_input_mean=0.307,
+                     ast_input_std=0.57, optimizer="adam",
                      lr=1e-3, lr_schedule="cosine", weight_decay=1e-3, batch_size=8, epochs=60, loss="pcce",
                      ema_decay=0.99, ema_warmup=50.0),
     "mart_demo": dict(_DEMO_DATA, method="mart", snippet_duration=4, mbt_depth=4, mbt_width=96, mbt_heads=4,
-                      n_bottleneck=8, fusion_layer=2, mbt_pool="mean", ast_patch_freq=128, decoder_width=64,
+                      n_bottleneck=8, fusion_layer=2, mbt_pool="mean", ast_patch_freq=128, ast_input_mean=0.307,
+                      ast_input_std=0.57, decoder_width=64,
                       decoder_depth=2, decoder_heads=4, comp_heads=4, text_max_len=32, optimizer="adam", lr=1e-3,
                       lr_schedule="cosine", weight_decay=1e-3, batch_size=8, stage1_epochs=10, epochs=40,
                       loss="pcce", ema_decay=0.99, ema_warmup=50.0),
@@ -126,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ast-stride", type=int, default=10, help="AST patch stride in frequency and time (AST: 10)")
     g.add_argument("--ast-patch-freq", type=int, default=None,
                    help="AST patch height in mel bins (default: 16, square patches); 128 = whole-spectrum time slices")
+    g.add_argument("--ast-input-mean", type=float, default=0.0,
+                   help="the AST sees (fbank - mean) / std: re-normalises a set whose fbank statistics differ from "
+                        "the pipeline's fixed ones (AST normalises each dataset to mean 0, std 0.5)")
+    g.add_argument("--ast-input-std", type=float, default=1.0)
     g.add_argument("--videomae-weights", default=None, help="VideoMAE ViT-B/16 checkpoint (.pth)")
     g.add_argument("--ast-weights", default=None, help="AST AudioSet checkpoint (audioset_10_10_0.4593.pth)")
 

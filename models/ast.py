@@ -27,11 +27,16 @@ class ASTConfig:
 
     patch_freq: the patch's height in mel bins (None: patch_size, AST's square patches). A demo-size
     layout sets it to n_mels: each token is then a whole-spectrum time slice (docs/mbt_demo.md).
+    input_mean / input_std: the input becomes (fbank - input_mean) / input_std (default: unchanged). AST
+    normalises each dataset's fbank to mean 0 and std 0.5 with that dataset's own statistics; the data
+    pipeline uses fixed statistics, so a set with others (the demo) can be re-normalised here.
     """
     n_mels: int = 128
     n_frames: int = 100
     patch_size: int = 16
     patch_freq: Optional[int] = None
+    input_mean: float = 0.0
+    input_std: float = 1.0
     fstride: int = 10
     tstride: int = 10
     dim: int = 768
@@ -99,6 +104,8 @@ class AST(nn.Module):
         if fbank.shape[1:] != (self.cfg.n_frames, self.cfg.n_mels):
             raise ValueError(f"audio segments have shape {tuple(fbank.shape[1:])}, "
                              f"expected ({self.cfg.n_frames}, {self.cfg.n_mels})")
+        if self.cfg.input_mean != 0.0 or self.cfg.input_std != 1.0:
+            fbank = (fbank - self.cfg.input_mean) / self.cfg.input_std
         x = self.patch_embed(fbank)  # (N, P, D)
         lead = torch.cat([self.cls_token, self.dist_token], dim=1).expand(x.shape[0], -1, -1).to(x.dtype)
         return torch.cat([lead, x], dim=1) + self.pos_embed.to(x.dtype)

@@ -12,7 +12,8 @@ from models.video_vit import VideoViTConfig
 MODEL_OPTIONS = ("method", "modalities", "intra", "inter", "temporal_attention", "nonlocal_init", "visual_depth",
                  "visual_input", "audio_arch", "audio_first_conv", "dropout", "seq_len", "eval_seq_len", "snippet_duration", "sample_size",
                  "audio_frames", "mbt_depth", "mbt_width", "mbt_heads", "n_bottleneck", "fusion_layer", "video_scaling", "freeze_audio_early",
-                 "mbt_pool", "mbt_head_init_scale", "video_patch_size", "ast_stride", "ast_patch_freq")
+                 "mbt_pool", "mbt_head_init_scale", "video_patch_size", "ast_stride", "ast_patch_freq",
+                 "ast_input_mean", "ast_input_std")
 
 
 def build_model(args, n_classes: int, pretrained: bool = True):
@@ -31,7 +32,8 @@ def build_model(args, n_classes: int, pretrained: bool = True):
     video = VideoViTConfig(img_size=args.sample_size, num_frames=args.snippet_duration, dim=args.mbt_width,
                            depth=args.mbt_depth, num_heads=args.mbt_heads, patch_size=args.video_patch_size, **scaling)
     audio = ASTConfig(n_frames=args.audio_frames, dim=args.mbt_width, depth=args.mbt_depth, num_heads=args.mbt_heads,
-                      fstride=args.ast_stride, tstride=args.ast_stride, patch_freq=args.ast_patch_freq)
+                      fstride=args.ast_stride, tstride=args.ast_stride, patch_freq=args.ast_patch_freq,
+                      input_mean=args.ast_input_mean, input_std=args.ast_input_std)
     model = MBT(n_classes, video, audio, n_bottleneck=args.n_bottleneck, fusion_layer=args.fusion_layer,
                 drop_path=args.drop_path, grad_checkpointing=args.grad_checkpointing,
                 freeze_audio_early=args.freeze_audio_early, pool=args.mbt_pool,

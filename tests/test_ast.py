@@ -72,3 +72,13 @@ def test_whole_spectrum_patches_are_time_slices():
     assert tokens.shape == (2, 9, 16)
     assert moved[:, :8].max() < 1e-6
     assert (moved[:, 8] > 0).all()
+
+
+def test_input_renormalisation():
+    plain = AST(TINY).eval()
+    torch.manual_seed(0)
+    renorm = AST(ASTConfig(dim=32, depth=2, num_heads=4, input_mean=0.3, input_std=0.5)).eval()
+    renorm.load_state_dict(plain.state_dict())
+    fbank = torch.randn(2, 100, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(renorm.embed(fbank), plain.embed((fbank - 0.3) / 0.5))
