@@ -9,7 +9,7 @@ embedding covers a 12 x 101 grid (1024 frames); `models.pretrained.cut_ast_pos_e
 this grid when the file is loaded.
 """
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,10 +23,20 @@ N_EXTRA_TOKENS = 2  # CLS, distillation
 
 @dataclass(frozen=True)
 class ASTConfig:
-    """AST hyper-parameters; the defaults are the AudioSet AST (DeiT-base) on 100-frame segments."""
+    """AST hyper-parameters; the defaults are the AudioSet AST (DeiT-base) on 100-frame segments.
+
+    patch_freq: the patch's height in mel bins (None: patch_size, AST's square patches). A demo-size
+    layout sets it to n_mels: each token is then a whole-spectrum time slice (docs/mbt_demo.md).
+    input_mean / input_std: the input becomes (fbank - input_mean) / input_std (default: unchanged). AST
+    normalises each dataset's fbank to mean 0 and std 0.5 with that dataset's own statistics; the data
+    pipeline uses fixed statistics, so a set with others (the demo) can be re-normalised here.
+    """
     n_mels: int = 128
     n_frames: int = 100
     patch_size: int = 16
+    patch_freq: Optional[int] = None
+    input_mean: float = 0.0
+    input_std: float = 1.0
     fstride: int = 10
     tstride: int = 10
     dim: int = 768
@@ -35,8 +45,12 @@ class ASTConfig:
     mlp_ratio: float = 4.0
 
     @property
+    def patch_height(self) -> int:
+        return self.patch_size if self.patch_freq is None else self.patch_freq
+
+    @property
     def grid(self) -> Tuple[int, int]:
-        return ((self.n_mels - self.patch_size) // self.fstride + 1,
+        return ((self.n_mels - self.patch_height) // self.fstride + 1,
                 (self.n_frames - self.patch_size) // self.tstride + 1)
 
     @property
@@ -48,9 +62,10 @@ class ASTConfig:
 class SpectrogramPatchEmbed(nn.Module):
     """(N, F, n_mels) fbank -> (N, P, D) overlapping patch tokens, frequency-major."""
 
-    def __init__(self, dim: int, patch_size: int, fstride: int, tstride: int):
+    def __init__(self, dim: int, patch_size: int, fstride: int, tstride: int, patch_freq: Optional[int] = None):
         super().__init__()
-        self.proj = nn.Conv2d(1, dim, kernel_size=patch_size, stride=(fstride, tstride))
+        kernel = (patch_size if patch_freq is None else patch_freq, patch_size)  # (mel bins, frames)
+        self.proj = nn.Conv2d(1, dim, kernel_size=kernel, stride=(fstride, tstride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.transpose(1, 2).unsqueeze(1)  # (N, 1, n_mels, F)
@@ -67,10 +82,11 @@ class AST(nn.Module):
     def __init__(self, cfg: ASTConfig = ASTConfig(), drop_path: float = 0.0):
         super().__init__()
         if min(cfg.grid) < 1:
-            raise ValueError(f"a {cfg.n_mels} x {cfg.n_frames} fbank is smaller than one {cfg.patch_size} patch")
+            raise ValueError(f"a {cfg.n_mels} x {cfg.n_frames} fbank is smaller than one {cfg.patch_height} x "
+                             f"{cfg.patch_size} patch")
         self.cfg = cfg
         self.num_patches = cfg.num_patches
-        self.patch_embed = SpectrogramPatchEmbed(cfg.dim, cfg.patch_size, cfg.fstride, cfg.tstride)
+        self.patch_embed = SpectrogramPatchEmbed(cfg.dim, cfg.patch_size, cfg.fstride, cfg.tstride, cfg.patch_freq)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, N_EXTRA_TOKENS + self.num_patches, cfg.dim))
@@ -88,6 +104,8 @@ class AST(nn.Module):
         if fbank.shape[1:] != (self.cfg.n_frames, self.cfg.n_mels):
             raise ValueError(f"audio segments have shape {tuple(fbank.shape[1:])}, "
                              f"expected ({self.cfg.n_frames}, {self.cfg.n_mels})")
+        if self.cfg.input_mean != 0.0 or self.cfg.input_std != 1.0:
+            fbank = (fbank - self.cfg.input_mean) / self.cfg.input_std
         x = self.patch_embed(fbank)  # (N, P, D)
         lead = torch.cat([self.cls_token, self.dist_token], dim=1).expand(x.shape[0], -1, -1).to(x.dtype)
         return torch.cat([lead, x], dim=1) + self.pos_embed.to(x.dtype)

@@ -263,6 +263,14 @@ class MART(nn.Module):
         return {"seg_logits": out["seg_logits_v"] + out["seg_logits_a"], "cls_attn": out["cls_attn"],
                 "text_attn": comp["text_attn_v"]}
 
+    def predict(self, video: torch.Tensor, audio: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The MBT's outputs on the unmasked video plus 'dec_logits' (B, T, C): the decoder's per-segment emotion
+        logits, the source of MART's temporal degree of emotion (no text needed)."""
+        B, T = video.shape[:2]
+        out = self.mbt(video, audio, return_tokens=True)
+        out["dec_logits"] = self.decoder(out["tokens_v"].flatten(0, 1))[1].unflatten(0, (B, T))
+        return out
+
     def forward(self, video: torch.Tensor, audio: torch.Tensor, text_ids: Optional[torch.Tensor] = None,
                 text_mask: Optional[torch.Tensor] = None, video_mask: Optional[torch.Tensor] = None
                 ) -> Dict[str, torch.Tensor]:

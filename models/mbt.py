@@ -5,8 +5,9 @@ Each of the T segments of a video is a (video clip, 1-s fbank) pair; segments ar
 AST run separately; in each later layer the shared bottleneck tokens are appended to both
 sequences, each modality's block updates its own copy, and the two copies are averaged to give the
 next layer's bottleneck. Visual logits come from the CLS token (fc_norm), audio logits from the mean
-of the normalised CLS and distillation tokens; both are averaged over segments, and `logits` is
-their sum.
+of the normalised CLS and distillation tokens (pool='cls', the spec and the official release); with
+pool='mean' both come from the normalised mean of the patch tokens instead (VideoMAE's fine-tuning
+head; a demo-size option, docs/mbt_demo.md). Both are averaged over segments, and `logits` is their sum.
 """
 from typing import Dict, Optional
 
@@ -19,6 +20,8 @@ from models.ast import AST, ASTConfig, N_EXTRA_TOKENS
 from models.pretrained import load_ast, load_videomae
 from models.video_vit import VideoViT, VideoViTConfig, cls_attention
 
+POOLS = ("cls", "mean")
+
 
 class MBT(nn.Module):
     """Audio-visual bottleneck fusion of a VideoMAE ViT (`self.video`) and an AST (`self.audio`).
@@ -30,18 +33,24 @@ class MBT(nn.Module):
     freeze_audio_early: official-code behaviour: the AST's embedding and its blocks before
         `fusion_layer` run under torch.no_grad() and are frozen (requires_grad False). Off by
         default (the paper trains the whole network).
+    pool: 'cls' (the spec: CLS / CLS + distillation tokens) or 'mean' (mean of the patch tokens).
+    head_init_scale: the heads' weights are drawn trunc_normal(0.02) and multiplied by it, biases zero
+        (VideoMAE's fine-tuning head init, whose scale is 0.001); None keeps nn.Linear's default init.
     """
 
     def __init__(self, n_classes: int, video: VideoViTConfig = VideoViTConfig(), audio: ASTConfig = ASTConfig(),
                  n_bottleneck: int = 32, fusion_layer: int = 8, drop_path: float = 0.0,
-                 grad_checkpointing: bool = False, freeze_audio_early: bool = False):
+                 grad_checkpointing: bool = False, freeze_audio_early: bool = False, pool: str = "cls",
+                 head_init_scale: Optional[float] = None):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         if video.dim != audio.dim or video.depth != audio.depth:
             raise ValueError(f"video and audio branches need the same width and depth, got "
                              f"{video.dim}/{video.depth} and {audio.dim}/{audio.depth}")
         if not 0 <= fusion_layer <= video.depth:
             raise ValueError(f"fusion_layer must be in [0, {video.depth}], got {fusion_layer}")
-        self.fusion_layer = fusion_layer
+        self.fusion_layer, self.pool = fusion_layer, pool
         self.grad_checkpointing = grad_checkpointing
         self.freeze_audio_early = freeze_audio_early
         self.video = VideoViT(video, drop_path)
@@ -50,6 +59,11 @@ class MBT(nn.Module):
         trunc_normal_(self.bottleneck, std=0.02)
         self.head_v = nn.Linear(video.dim, n_classes)
         self.head_a = nn.Linear(audio.dim, n_classes)
+        if head_init_scale is not None:
+            for head in (self.head_v, self.head_a):
+                trunc_normal_(head.weight, std=0.02)
+                head.weight.data.mul_(head_init_scale)
+                nn.init.zeros_(head.bias)
         if freeze_audio_early:
             for p in self._audio_early_parameters():
                 p.requires_grad_(False)
@@ -123,8 +137,14 @@ class MBT(nn.Module):
 
         fv = self.video.fc_norm(xv)  # (BT, 1 + N, D)
         fa = self.audio.norm(xa)  # (BT, 2 + Na, D)
-        seg_v = self.head_v(fv[:, 0]).unflatten(0, (B, T))  # (B, T, C)
-        seg_a = self.head_a(fa[:, :N_EXTRA_TOKENS].mean(dim=1)).unflatten(0, (B, T))
+        if self.pool == "cls":
+            pooled_v, pooled_a = fv[:, 0], fa[:, :N_EXTRA_TOKENS].mean(dim=1)  # (BT, D)
+        else:
+            # VideoMAE's fine-tuning head: the norm after the mean over patch tokens
+            pooled_v = self.video.fc_norm(xv[:, 1:].mean(dim=1))
+            pooled_a = self.audio.norm(xa[:, N_EXTRA_TOKENS:].mean(dim=1))
+        seg_v = self.head_v(pooled_v).unflatten(0, (B, T))  # (B, T, C)
+        seg_a = self.head_a(pooled_a).unflatten(0, (B, T))
         logits_v, logits_a = seg_v.mean(dim=1), seg_a.mean(dim=1)
         out = {"logits": logits_v + logits_a, "logits_v": logits_v, "logits_a": logits_a,
                "seg_logits_v": seg_v, "seg_logits_a": seg_a}

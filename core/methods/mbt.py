@@ -2,13 +2,29 @@
 `mbt` recipe (the backbone trained alone, which is also what a MART run evaluates)."""
 import argparse
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Dict, Optional
+
+import torch
 
 from core.losses import classification_loss
 from core.methods.base import Recipe, Stage, StageContext
 from models.ast import ASTConfig
 from models.mbt import MBT
 from models.video_vit import VideoViTConfig
+
+DEGREE_SOURCES = (("degree_v", "seg_logits_v"), ("degree_a", "seg_logits_a"), ("degree_dec", "dec_logits"))
+
+
+def add_degree_curves(out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Temporal degree of the predicted emotion: per segment, the probability of the video's predicted class
+    under each per-segment head present in `out` (B, T, C) -> curve (B, T): the visual and audio heads, and
+    MART's decoder ('dec_logits') when present."""
+    pred = out["logits"].argmax(dim=1)  # (B,)
+    for name, key in DEGREE_SOURCES:
+        if key in out:
+            probs = out[key].float().softmax(dim=-1)  # (B, T, C)
+            out[name] = probs.gather(2, pred[:, None, None].expand(-1, probs.shape[1], 1)).squeeze(2)  # (B, T)
+    return out
 
 
 class MBTMethod:
@@ -18,13 +34,7 @@ class MBTMethod:
         self.criterion = criterion
 
     def predict(self, model, batch: dict) -> dict:
-        out = model(video=batch["video"], audio=batch["audio"])
-        # Temporal degree of the predicted emotion: per-segment probability of the video's predicted class.
-        pred = out["logits"].argmax(dim=1)  # (B,)
-        for name, key in (("degree_v", "seg_logits_v"), ("degree_a", "seg_logits_a")):
-            probs = out[key].float().softmax(dim=-1)  # (B, T, C)
-            out[name] = probs.gather(2, pred[:, None, None].expand(-1, probs.shape[1], 1)).squeeze(2)  # (B, T)
-        return out
+        return add_degree_curves(model(video=batch["video"], audio=batch["audio"]))
 
     def train_step(self, model, batch: dict, epoch: int):
         out = model(video=batch["video"], audio=batch["audio"])
@@ -53,15 +63,26 @@ class MBTArch:
     freeze_audio_early: bool
     drop_path: float
     grad_checkpointing: bool
+    mbt_pool: str
+    mbt_head_init_scale: Optional[float]
+    video_patch_size: int
+    ast_stride: int
+    ast_patch_freq: Optional[int]
+    ast_input_mean: float
+    ast_input_std: float
 
 
 # Official MART/MBT settings (Adam 1e-4, wd 1e-3, T = 12 in training and 16 in evaluation, seed 3407).
 OFFICIAL = dict(optimizer="adam", lr=1e-4, weight_decay=1e-3, batch_size=4, epochs=150, seq_len=12, eval_seq_len=16,
                 snippet_duration=16, sample_size=112, loss="pcce", ema_decay=0.999, seed=3407, spec_augment=True)
 # A tiny MBT for the demo set (2 CPU cores).
+# (docs/mbt_demo.md): whole-spectrum audio tokens re-normalised to the demo's fbank statistics (mean 0.307, std
+# 2 x 0.285, AST's convention), mean-pooled heads, lr 1e-3 with cosine decay.
 DEMO = dict(root="data/demo/data", seq_len=6, snippet_duration=4, sample_size=64, workers=2, val_fraction=0.15,
-            mbt_depth=4, mbt_width=96, mbt_heads=4, n_bottleneck=8, fusion_layer=2, optimizer="adam", lr=5e-4,
-            weight_decay=1e-3, batch_size=8, epochs=10, loss="pcce", ema_decay=0.99, ema_warmup=50.0)
+            mbt_depth=4, mbt_width=96, mbt_heads=4, n_bottleneck=8, fusion_layer=2, mbt_pool="mean",
+            ast_patch_freq=128, ast_input_mean=0.307, ast_input_std=0.57, optimizer="adam", lr=1e-3,
+            lr_schedule="cosine", weight_decay=1e-3, batch_size=8, epochs=60, loss="pcce", ema_decay=0.99,
+            ema_warmup=50.0)
 
 
 def add_backbone_options(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +102,20 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
                    help="official MART: the AST's embedding and blocks before the fusion layer stay frozen")
     g.add_argument("--video-scaling", choices=["imagenet", "official"], default="imagenet",
                    help="pixel scaling into the ViT: VideoMAE's ImageNet mean/std, or the official x/255 - 100/255")
+    g.add_argument("--mbt-pool", choices=["cls", "mean"], default="cls",
+                   help="segment feature of each head: cls (the spec: CLS / CLS + distillation tokens) or mean "
+                        "(normalised mean of the patch tokens, VideoMAE's fine-tuning head)")
+    g.add_argument("--mbt-head-init-scale", type=float, default=None,
+                   help="heads drawn trunc_normal(0.02) x this, zero bias (VideoMAE fine-tuning: 0.001); "
+                        "default: nn.Linear's init")
+    g.add_argument("--video-patch-size", type=int, default=16, help="spatial patch of the video ViT (VideoMAE: 16)")
+    g.add_argument("--ast-stride", type=int, default=10, help="AST patch stride in frequency and time (AST: 10)")
+    g.add_argument("--ast-patch-freq", type=int, default=None,
+                   help="AST patch height in mel bins (default: 16, square patches); 128 = whole-spectrum time slices")
+    g.add_argument("--ast-input-mean", type=float, default=0.0,
+                   help="the AST sees (fbank - mean) / std: re-normalises a set whose fbank statistics differ from "
+                        "the pipeline's fixed ones (AST normalises each dataset to mean 0, std 0.5)")
+    g.add_argument("--ast-input-std", type=float, default=1.0)
     g.add_argument("--videomae-weights", default=None, help="VideoMAE ViT-B/16 checkpoint (.pth)")
     g.add_argument("--ast-weights", default=None, help="AST AudioSet checkpoint (audioset_10_10_0.4593.pth)")
 
@@ -88,11 +123,14 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
 def build_mbt(arch: MBTArch, n_classes: int) -> MBT:
     scaling = {} if arch.video_scaling == "imagenet" else dict(mean=(100 / 255,) * 3, std=(1.0,) * 3)
     video = VideoViTConfig(img_size=arch.sample_size, num_frames=arch.snippet_duration, dim=arch.mbt_width,
-                           depth=arch.mbt_depth, num_heads=arch.mbt_heads, **scaling)
-    audio = ASTConfig(n_frames=arch.audio_frames, dim=arch.mbt_width, depth=arch.mbt_depth, num_heads=arch.mbt_heads)
+                           depth=arch.mbt_depth, num_heads=arch.mbt_heads, patch_size=arch.video_patch_size, **scaling)
+    audio = ASTConfig(n_frames=arch.audio_frames, dim=arch.mbt_width, depth=arch.mbt_depth, num_heads=arch.mbt_heads,
+                      fstride=arch.ast_stride, tstride=arch.ast_stride, patch_freq=arch.ast_patch_freq,
+                      input_mean=arch.ast_input_mean, input_std=arch.ast_input_std)
     return MBT(n_classes, video, audio, n_bottleneck=arch.n_bottleneck, fusion_layer=arch.fusion_layer,
                drop_path=arch.drop_path, grad_checkpointing=arch.grad_checkpointing,
-               freeze_audio_early=arch.freeze_audio_early)
+               freeze_audio_early=arch.freeze_audio_early, pool=arch.mbt_pool,
+               head_init_scale=arch.mbt_head_init_scale)
 
 
 class MBTRecipe(Recipe):
