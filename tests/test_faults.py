@@ -1,13 +1,25 @@
 """Faults met by a new user (issue 12): each case here fails without its fix. tools/fault_injection.py runs
 the same cases end to end through the command lines and prints a table."""
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from datasets.annotations import DataError
+from datasets.frames import count_frames
 from datasets.video_emotion import VideoEmotionDataset, collate_samples
-from tests.fixtures_data import make_video_root
+from fixtures_data import make_video_root
+from tools.fault_injection import write_clip
+from tools.preprocess.cli import main as preprocess_main
+from tools.preprocess.guard import output_lock
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def first_error(dataset, workers: int) -> DataError:
@@ -42,3 +54,75 @@ def test_data_error_survives_pickling_and_parses_a_bare_message():
     assert (back.path, back.why, back.fix) == (e.path, e.why, e.fix)
     again = DataError(str(e))
     assert str(again) == str(e) and again.fix == e.fix
+
+
+# ------------------------------------------------------------------------------------ preprocessing
+
+
+def children_of(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def preprocess_cmd(src: Path, dst: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "tools" / "preprocess"), "--src", str(src), "--dst", str(dst), "--asr", "none",
+            "--short-side", "32", "--ratio", "1:1", *extra]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_preprocess_workers_die_with_the_killed_run_and_a_rerun_completes(tmp_path, sig):
+    for k in range(4):
+        write_clip(tmp_path / "src" / ("Joy" if k % 2 else "Fear") / f"v{k}.mp4", 12, size=(160, 120))
+    dst = tmp_path / "data"
+    run = subprocess.Popen(preprocess_cmd(tmp_path / "src", dst, "--workers", "2"), cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while len(workers := children_of(run.pid)) < 2 and time.time() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    assert len(workers) >= 2 and run.poll() is None, "the run ended before its workers could be seen"
+    time.sleep(0.3)  # the workers are decoding
+    run.send_signal(sig)
+    run.wait()
+    deadline = time.time() + 5
+    while any(alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    survivors = [w for w in workers if alive(w)]
+    for w in survivors:  # do not leave orphans behind when this fails
+        os.kill(w, signal.SIGKILL)
+    assert not survivors, "worker processes outlived the killed run"
+
+    again = subprocess.run(preprocess_cmd(tmp_path / "src", dst, "--workers", "2"), cwd=ROOT, capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for k in range(4):  # every video complete, and what the loader reads agrees with the record
+        folder = dst / "imgs" / ("Joy" if k % 2 else "Fear") / f"v{k}"
+        assert count_frames(folder) == int((folder / "n_frames").read_text()) == 120
+
+
+def test_a_second_preprocess_run_on_one_output_folder_is_refused(tmp_path, capsys):
+    write_clip(tmp_path / "src" / "Joy" / "a.mp4", 1)
+    dst = tmp_path / "data"
+    with output_lock(dst / ".preprocess" / "lock"):
+        assert preprocess_main(preprocess_cmd(tmp_path / "src", dst, "--workers", "1")[2:]) == 2
+    err = capsys.readouterr().err
+    assert "another preprocess run is writing into this folder" in err and str(dst / ".preprocess" / "lock") in err
+    assert "delete" in err and not (dst / "imgs").exists()
+    assert preprocess_main(preprocess_cmd(tmp_path / "src", dst, "--workers", "1")[2:]) == 0  # released

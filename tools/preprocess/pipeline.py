@@ -1,5 +1,6 @@
 """Turn one video into its frames, audio and transcript (atomically, resumably), and run that over many."""
 import json
+import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -13,6 +14,7 @@ from datasets.transcripts import Cue
 
 from .asr import SAMPLE_RATE, transcribe
 from .audio import decode_audio, write_audio
+from .guard import die_with_parent
 from .layout import Paths, Video, finished, source_stamp, video_paths
 from .subtitles import embedded_subtitles, format_srt, read_sidecar
 from .video import extract_frames
@@ -136,7 +138,7 @@ def process_all(videos: list[Video], root: Path, settings: dict, workers: int, f
                 results[i] = process_video(video, root, settings, force)
                 bar.update()
             return results
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(process_video, v, root, settings, force): i for i, v in enumerate(videos)}
             for future in as_completed(futures):
                 i = futures[future]
