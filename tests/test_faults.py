@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,9 +16,11 @@ from datasets.annotations import DataError
 from datasets.frames import count_frames
 from datasets.video_emotion import VideoEmotionDataset, collate_samples
 from fixtures_data import make_video_root
-from tools.fault_injection import write_clip
+from tools.fault_injection import babble, order_dependent_pair, write_clip
+from tools.preprocess.asr import _sphinx_decoder, transcribe, transcribe_pocketsphinx
 from tools.preprocess.cli import main as preprocess_main
 from tools.preprocess.guard import output_lock
+from tools.preprocess.vad import speech_regions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +129,34 @@ def test_a_second_preprocess_run_on_one_output_folder_is_refused(tmp_path, capsy
     assert "another preprocess run is writing into this folder" in err and str(dst / ".preprocess" / "lock") in err
     assert "delete" in err and not (dst / "imgs").exists()
     assert preprocess_main(preprocess_cmd(tmp_path / "src", dst, "--workers", "1")[2:]) == 0  # released
+
+
+# ---------------------------------------------------------------------------------- speech recognition
+
+
+def test_recognition_of_a_file_does_not_depend_on_the_file_before_it():
+    a, b = order_dependent_pair()
+    _sphinx_decoder.cache_clear()  # a fresh process
+    alone = transcribe_pocketsphinx(a)
+    transcribe_pocketsphinx(b)  # a worker that recognised another video first
+    assert transcribe_pocketsphinx(a) == alone and alone
+
+
+@pytest.mark.parametrize("kind", ["silence", "tone", "noise", "hum", "bursts"])
+def test_the_voice_activity_check_skips_audio_without_speech(kind):
+    t = np.arange(16000 * 20) / 16000
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(t.size)
+    audio = {"silence": np.zeros_like(t), "tone": 10000 * np.sin(2 * np.pi * 440 * t), "noise": 3000 * noise,
+             "hum": 3000 * np.sin(2 * np.pi * 50 * t) + 200 * noise,
+             "bursts": 3000 * noise * (np.sin(2 * np.pi * 0.5 * t) > 0.3)}[kind].astype(np.int16)
+    assert speech_regions(audio, 16000) == []
+    start = time.perf_counter()
+    assert transcribe(audio, "pocketsphinx", None) == []
+    assert time.perf_counter() - start < 1.0  # 20 s of bursts took PocketSphinx alone about 10 s
+
+
+def test_the_voice_activity_check_keeps_speech_like_audio():
+    speech = babble(6, seed=3)
+    regions = speech_regions(speech, 16000)
+    assert regions and regions[0][0] < 0.4 and sum(e - s for s, e in regions) > 3.0

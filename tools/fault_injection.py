@@ -38,7 +38,7 @@ def write_clip(path: Path, seconds: float, fps: float = 10.0, size: tuple = (64,
     second it is shown at (round(t) * 20 % 250) in its bottom half, so a frame's time can be read back.
 
     frame_times: presentation times in seconds (variable frame rate; default k / fps). audio: 'tone' (a 440 Hz
-    sine), 'silence' (zeros), 'noise' (quiet white noise, no speech) or None (no audio stream).
+    sine), 'silence' (zeros), 'bursts' (white noise switched on and off, no speech) or None (no audio stream).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     times = np.arange(int(round(seconds * fps))) / fps if frame_times is None else np.asarray(frame_times)
@@ -60,8 +60,9 @@ def write_clip(path: Path, seconds: float, fps: float = 10.0, size: tuple = (64,
             n = int(SAMPLE_RATE * seconds)
             if audio == "tone":
                 wave = 0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / SAMPLE_RATE)
-            elif audio == "noise":
-                wave = 0.003 * np.random.default_rng(0).standard_normal(n)
+            elif audio == "bursts":  # no speech, but PocketSphinx's own segmenter takes it for speech
+                t = np.arange(n) / SAMPLE_RATE
+                wave = 0.1 * np.random.default_rng(0).standard_normal(n) * (np.sin(2 * np.pi * 0.5 * t) > 0.3)
             else:
                 wave = np.zeros(n)
             for start in range(0, n, 1024 * 64):
@@ -70,3 +71,38 @@ def write_clip(path: Path, seconds: float, fps: float = 10.0, size: tuple = (64,
                 frame.sample_rate, frame.pts = SAMPLE_RATE, start
                 c.mux(aus.encode(frame))
             c.mux(aus.encode(None))
+
+
+def babble(seconds: float, seed: int = 0, amplitude: int = 6000) -> np.ndarray:
+    """Speech-like int16 (N,) at 16 kHz, no words: syllables of a glottal pulse train (or noise, for fricatives)
+    through three formant resonators, with gaps and pauses. Enough for a recogniser to output something."""
+    from scipy.signal import lfilter  # scipy comes with librosa
+
+    rng, out = np.random.default_rng(seed), np.zeros(int(SAMPLE_RATE * seconds))
+    pos = int(0.3 * SAMPLE_RATE)
+    while pos < out.size - SAMPLE_RATE // 4:
+        n = int(SAMPLE_RATE * rng.uniform(0.12, 0.3))
+        source = np.zeros(n)
+        source[::int(SAMPLE_RATE / rng.uniform(100, 220))] = 1.0
+        if rng.random() < 0.3:
+            source = rng.standard_normal(n) * 0.3
+        y = source
+        for formant, bandwidth in ((rng.uniform(300, 900), 80), (rng.uniform(900, 2500), 120),
+                                   (rng.uniform(2400, 3200), 200)):
+            r, theta = np.exp(-np.pi * bandwidth / SAMPLE_RATE), 2 * np.pi * formant / SAMPLE_RATE
+            y = lfilter([1 - r], [1, -2 * r * np.cos(theta), r * r], y)
+        y = y * np.hanning(n)
+        out[pos:pos + n] += y / np.abs(y).max()
+        pos += n + int(SAMPLE_RATE * rng.uniform(0.02, 0.15))
+        if rng.random() < 0.15:
+            pos += int(SAMPLE_RATE * rng.uniform(0.3, 0.8))
+    return (out * amplitude).astype(np.int16)
+
+
+def order_dependent_pair() -> tuple[np.ndarray, np.ndarray]:
+    """Two clips A (4 s) and B (6 s, noisy) for which a PocketSphinx decoder that keeps its state from B
+    recognises A differently than a fresh one ('it' instead of 'the', pocketsphinx 5.1.1)."""
+    rng = np.random.default_rng(0)
+    a = babble(4, seed=100, amplitude=int(rng.uniform(1000, 12000)))
+    b = babble(6, seed=200, amplitude=int(rng.uniform(1000, 15000))) + rng.normal(0, rng.uniform(50, 2000), 96000)
+    return a, b.astype(np.int16)

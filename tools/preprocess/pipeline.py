@@ -17,6 +17,7 @@ from .audio import decode_audio, write_audio
 from .guard import die_with_parent
 from .layout import Paths, Video, finished, source_stamp, video_paths
 from .subtitles import embedded_subtitles, format_srt, read_sidecar
+from .vad import speech_regions
 from .video import extract_frames
 
 NO_AUDIO = ("frames were extracted and no audio file was written; "
@@ -51,8 +52,13 @@ def find_transcript(video: Video, samples, settings: dict, warnings: list[str]) 
         mono = samples[0]
     else:
         mono = decode_audio(video.src, SAMPLE_RATE, 1)[0][0]
+    regions = speech_regions(mono, SAMPLE_RATE)
+    if not regions:
+        warnings.append(f"the voice-activity check found no speech: {settings['asr']} was not run and no .srt "
+                        "was written")
+        return [], None
     whisper_model = Path(settings["whisper_model"]) if settings["whisper_model"] else None
-    cues = transcribe(mono, settings["asr"], whisper_model)
+    cues = transcribe(mono, settings["asr"], whisper_model, regions)
     if not cues:
         warnings.append(f"{settings['asr']} recognised no speech: no .srt was written")
     return cues, settings["asr"]
