@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from datasets.annotations import DataError
 from datasets.frames import count_frames
@@ -21,6 +22,7 @@ from tools.preprocess.asr import _sphinx_decoder, transcribe, transcribe_pockets
 from tools.preprocess.cli import main as preprocess_main
 from tools.preprocess.guard import output_lock
 from tools.preprocess.vad import speech_regions
+from tools.preprocess.video import extract_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,3 +162,29 @@ def test_the_voice_activity_check_keeps_speech_like_audio():
     speech = babble(6, seed=3)
     regions = speech_regions(speech, 16000)
     assert regions and regions[0][0] < 0.4 and sum(e - s for s, e in regions) > 3.0
+
+
+# -------------------------------------------------------------------------------------------- frames
+
+
+def frame_numbers(folder: Path, n: int) -> list[int]:
+    """The source frame each JPEG shows, from the top-half level write_clip gives frame k ((10 k) % 250)."""
+    return [round(np.asarray(Image.open(folder / f"{j + 1:06d}.jpg"))[:4, :, 0].mean() / 10) % 25 for j in range(n)]
+
+
+def test_variable_frame_rate_video_is_written_on_a_constant_rate_timeline(tmp_path):
+    times = np.concatenate([np.arange(0, 3, 1 / 10), 3 + np.arange(0, 3, 1 / 30)])  # 10 fps, then 30 fps
+    write_clip(tmp_path / "vfr.mp4", 6, frame_times=times, size=(32, 24), audio=None)
+    n, fps, warnings = extract_frames(tmp_path / "vfr.mp4", tmp_path, 0, 95)
+    assert (n, fps) == (180, 30.0) and "variable frame rate" in warnings[0]
+    shown = [int(np.searchsorted(times, (j + 0.5) / fps, side="right")) - 1 for j in range(n)]  # on screen at j / fps
+    assert frame_numbers(tmp_path, n) == [k % 25 for k in shown]
+    assert max(abs(times[k] - j / fps) for j, k in enumerate(shown)) < 1 / 10  # was 1.5 s at frame 89
+
+
+def test_constant_rate_video_keeps_every_frame(tmp_path):
+    times = np.arange(40) / 10 + np.tile([0, 0.001], 20)  # 10 fps, with millisecond jitter
+    write_clip(tmp_path / "cfr.mp4", 4, frame_times=times, size=(32, 24), audio=None)
+    n, fps, warnings = extract_frames(tmp_path / "cfr.mp4", tmp_path, 0, 95)
+    assert (n, fps, warnings) == (40, 10.0, [])
+    assert frame_numbers(tmp_path, n) == [k % 25 for k in range(40)]

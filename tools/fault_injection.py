@@ -46,6 +46,7 @@ def write_clip(path: Path, seconds: float, fps: float = 10.0, size: tuple = (64,
     with av.open(str(path), "w") as c:
         vs = c.add_stream("mpeg4", rate=tick)  # time base 1/tick: frames at any presentation time
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        vs.bit_rate = 4_000_000  # near lossless: the levels that mark each frame survive
         aus = c.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
         for k, t in enumerate(times):
             img = np.empty((size[1], size[0], 3), np.uint8)
