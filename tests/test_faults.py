@@ -15,12 +15,15 @@ from PIL import Image
 
 from datasets.annotations import DataError
 from datasets.frames import count_frames
+from datasets.transcripts import parse_srt
 from datasets.video_emotion import VideoEmotionDataset, collate_samples
 from fixtures_data import make_video_root
 from tools.fault_injection import babble, order_dependent_pair, write_clip
 from tools.preprocess.asr import _sphinx_decoder, transcribe, transcribe_pocketsphinx
 from tools.preprocess.cli import main as preprocess_main
 from tools.preprocess.guard import output_lock
+from tools.preprocess.layout import Video
+from tools.preprocess.pipeline import process_video
 from tools.preprocess.vad import speech_regions
 from tools.preprocess.video import extract_frames
 
@@ -188,3 +191,25 @@ def test_constant_rate_video_keeps_every_frame(tmp_path):
     n, fps, warnings = extract_frames(tmp_path / "cfr.mp4", tmp_path, 0, 95)
     assert (n, fps, warnings) == (40, 10.0, [])
     assert frame_numbers(tmp_path, n) == [k % 25 for k in range(40)]
+
+
+# ----------------------------------------------------------------------------------------- transcripts
+
+SETTINGS = {"short_side": 32, "jpeg_quality": 90, "audio_format": "wav", "sample_rate": 16000, "channels": 1,
+            "asr": "none", "whisper_model": None}
+
+
+def test_sidecar_garbage_is_warned_and_cues_past_the_end_are_clipped(tmp_path):
+    src = tmp_path / "src" / "Joy" / "a.mp4"
+    write_clip(src, 1.0, fps=10)  # 10 frames: 1.0 s
+    src.with_suffix(".srt").write_text("1\n00:00:00,100 --> 00:00:00,500\nhello\n\n"
+                                       "2\nthis block has no timing line\n\n"
+                                       "3\n00:00:00,800 --> 00:00:02,000\nrunning over\n\n"
+                                       "4\n00:00:03,000 --> 00:00:04,000\nafter the end\n")
+    result = process_video(Video(src, "Joy", "a"), tmp_path / "data", SETTINGS)
+    assert result.status == "processed"
+    assert any("1 of 4 blocks have no valid timing line" in w for w in result.warnings), result.warnings
+    assert any("2 of 3 transcript cues run past the video's end (1.000 s): 1 cut at the end, 1 dropped" in w
+               for w in result.warnings), result.warnings
+    written = parse_srt((tmp_path / "data" / "srt" / "Joy" / "a.srt").read_text()).cues
+    assert [(c.start, c.end, c.text) for c in written] == [(0.1, 0.5, "hello"), (0.8, 1.0, "running over")]

@@ -16,7 +16,7 @@ from .asr import SAMPLE_RATE, transcribe
 from .audio import decode_audio, write_audio
 from .guard import die_with_parent
 from .layout import Paths, Video, finished, source_stamp, video_paths
-from .subtitles import embedded_subtitles, format_srt, read_sidecar
+from .subtitles import clip_cues, embedded_subtitles, format_srt, read_sidecar
 from .vad import speech_regions
 from .video import extract_frames
 
@@ -39,7 +39,7 @@ def find_transcript(video: Video, samples, settings: dict, warnings: list[str]) 
     else speech recognition (settings["asr"]) on the audio. samples: int16 (C, N) or None."""
     sidecar = video.src.with_suffix(".srt")
     if sidecar.is_file():
-        cues = read_sidecar(sidecar)
+        cues = read_sidecar(sidecar, warnings)
         if cues:
             return cues, "sidecar"
         warnings.append(f"the sidecar {sidecar.name} is empty and was ignored")
@@ -86,6 +86,9 @@ def _build(video: Video, paths: Paths, settings: dict) -> list[str]:
         write_audio(samples, settings["sample_rate"], audio_tmp)
 
     cues, transcript = find_transcript(video, samples, settings, warnings)
+    cues, clipped = clip_cues(cues, n_frames / fps)
+    if clipped:
+        warnings.append(clipped)
     srt_tmp = None
     if cues:
         srt_tmp = paths.tmp / "transcript.srt"
