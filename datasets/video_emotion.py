@@ -134,15 +134,19 @@ class VideoEmotionDataset(Dataset):
                                 "srt": srt if srt.is_file() else None})
         if missing and (on_missing == "error" or not self.videos):
             raise DataError(self.root / frames_dir, _listing(missing, len(entries), "have no usable frame folder"),
-                            "create the frames with `python tools/preprocess ...`, or pass on_missing='skip'")
+                            "create the frames with `python tools/preprocess ...`, or pass --on-missing-video skip "
+                            "(on_missing='skip')")
         self.skipped = [(vid, why) for vid, _, why in missing]  # [(video_id, reason)] dropped at construction
+        # [video_id] with fewer frames than one snippet: sampled looping over their own frames
+        self.short = [v["video_id"] for v in self.videos if v["n_frames"] < snippet_duration]
         if with_audio and missing_audio == "error":
-            absent = [(v["video_id"], v["audio"], "not found") for v in self.videos if not v["audio"].is_file()]
+            absent = [(v["video_id"], _either_name(v["audio"]), "not found") for v in self.videos
+                      if not v["audio"].is_file()]
             if absent:
                 raise DataError(self.root / audio_dir,
                                 _listing(absent, len(self.videos), "have no audio file (.mp3/.wav)"),
-                                "extract the audio with `python tools/preprocess ...`, pass missing_audio='zeros' "
-                                "to use silence, or with_audio=False")
+                                "extract the audio with `python tools/preprocess ...`, pass --missing-audio zeros "
+                                "(missing_audio='zeros') to use silence, or leave audio out of --modalities")
         self._flags = torch.zeros(len(self.videos), dtype=torch.uint8).share_memory_()
 
     @staticmethod
@@ -246,9 +250,11 @@ class VideoEmotionDataset(Dataset):
         path = self.videos[index]["audio"]
         try:
             wave = decode_audio(path, self.sample_rate)
-        except DataError:
+        except DataError as e:
             if self.missing_audio == "error":
-                raise
+                if path.is_file():
+                    raise
+                raise DataError(_either_name(path), e.why, e.fix) from None  # it may have either extension
             self._flag(index, "audio_unreadable" if path.is_file() else "audio_missing")
             return None
         if not bool(wave.any()):
@@ -282,6 +288,9 @@ class VideoEmotionDataset(Dataset):
         if self.skipped:
             shown = ", ".join(vid for vid, _ in self.skipped[:_SHOW])
             parts.append(f"{len(self.skipped)} skipped without frames (e.g. {shown})")
+        if self.short:
+            parts.append(f"{len(self.short)} shorter than one snippet ({self.snippet_duration} frames), their frames "
+                         f"looped (e.g. {', '.join(self.short[:_SHOW])})")
         for name, ids in self.issues().items():
             if ids:
                 parts.append(f"{name}: {len(ids)} (e.g. {', '.join(ids[:_SHOW])})")
@@ -294,6 +303,11 @@ def _audio_file(folder: Path, video_id: str) -> Path:
         if (folder / (video_id + ext)).is_file():
             return folder / (video_id + ext)
     return folder / (video_id + AUDIO_EXTENSIONS[0])
+
+
+def _either_name(path: Path) -> str:
+    """.../<video_id>.mp3 -> '.../<video_id>.mp3|.wav': the audio file may have either extension."""
+    return f"{path.with_suffix('')}{'|'.join(AUDIO_EXTENSIONS)}"
 
 
 def _listing(problems: list, total: int, what: str) -> str:

@@ -8,12 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from datasets.annotations import DataError
+from datasets.audio import decode_audio
 from datasets.frames import count_frames
 from datasets.transcripts import parse_srt
 from datasets.video_emotion import VideoEmotionDataset, collate_samples
@@ -213,3 +215,41 @@ def test_sidecar_garbage_is_warned_and_cues_past_the_end_are_clipped(tmp_path):
                for w in result.warnings), result.warnings
     written = parse_srt((tmp_path / "data" / "srt" / "Joy" / "a.srt").read_text()).cues
     assert [(c.start, c.end, c.text) for c in written] == [(0.1, 0.5, "hello"), (0.8, 1.0, "running over")]
+
+
+# --------------------------------------------------------------------------------------- loader messages
+
+
+def test_a_video_shorter_than_one_snippet_is_counted_in_the_report(tmp_path):
+    ann = make_video_root(tmp_path, train_per_class=1, test_per_class=0, n_frames=3, audio=False, srt=False)
+    ds = VideoEmotionDataset(tmp_path, ann, "train", seq_len=2, snippet_duration=4, sample_size=16,
+                             with_audio=False, val_fraction=0.0)
+    assert sorted(ds.short) == ["anger_0", "joy_0"]
+    assert "2 shorter than one snippet (4 frames), their frames looped" in ds.report()
+
+
+def test_fix_hints_name_the_command_line_flags_and_both_audio_names(tmp_path):
+    ann = make_video_root(tmp_path, train_per_class=1, test_per_class=0, n_frames=8, audio=True, srt=False)
+    (tmp_path / "mp3" / "Joy" / "joy_0.wav").unlink()
+    with pytest.raises(DataError) as e:
+        VideoEmotionDataset(tmp_path, ann, "train", val_fraction=0.0)
+    assert "--missing-audio zeros" in e.value.fix and "joy_0.mp3|.wav" in e.value.why
+    (tmp_path / "imgs" / "Anger" / "anger_0" / "000001.jpg").rename(tmp_path / "elsewhere.jpg")
+    with pytest.raises(DataError) as e:
+        VideoEmotionDataset(tmp_path, ann, "train", val_fraction=0.0, with_audio=False)
+    assert "--on-missing-video skip" in e.value.fix
+
+
+def test_nan_in_the_audio_names_the_file(tmp_path):
+    wave = np.sin(np.arange(16000) / 10).astype(np.float32)
+    wave[100:110] = np.nan
+    path = tmp_path / "nan.wav"
+    with av.open(str(path), "w") as c:  # 32-bit float PCM keeps the NaN
+        stream = c.add_stream("pcm_f32le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(wave[None], format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            c.mux(packet)
+    with pytest.raises(DataError) as e:
+        decode_audio(path)
+    assert e.value.path == str(path) and "NaN or infinite" in e.value.why
