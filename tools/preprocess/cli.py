@@ -23,6 +23,9 @@ into the layout of the official CTEN/MART/VAANet releases:
   DST/srt/<Class>/<video_id>.srt              transcript: a sidecar SRC/<Class>/<video_id>.srt, else an
                                               embedded text subtitle stream, else speech recognition (--asr)
   DST/<json>                                  annotation JSON from --split-lists or --ratio
+Frames lie on a constant-rate timeline (the rate in fps): frame k is what shows k / fps seconds after the
+first, so variable-frame-rate video gets frames repeated or dropped (a warning). Transcript cues past the
+video's end are cut; speech recognition runs only where a voice-activity check finds possible speech.
 A video without an audio stream gets frames and no audio file (a warning). Finished videos are verified
 and skipped on a second run; bookkeeping lives in DST/.preprocess/ (records, work in progress, report.json).
 A run holds DST/.preprocess/lock: a second run on the same DST stops with a message. Worker processes end
