@@ -93,8 +93,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def settings_of(args: argparse.Namespace) -> dict:
-    """Everything that changes the outputs; a finished video made with other settings is redone."""
-    return {"short_side": args.short_side, "jpeg_quality": args.jpeg_quality, "audio_format": args.audio_format,
+    """Everything that changes the outputs; a finished video made with other settings is redone. "frames" names
+    how frames are laid out in time: "timeline" (by presentation time, since issue 12; records without it were
+    written in decode order and are redone)."""
+    return {"frames": "timeline", "short_side": args.short_side, "jpeg_quality": args.jpeg_quality, "audio_format": args.audio_format,
             "sample_rate": args.sample_rate, "channels": args.channels, "asr": args.asr,
             "whisper_model": str(args.whisper_model.resolve()) if args.whisper_model else None}
 
