@@ -158,7 +158,7 @@ class VideoEmotionDataset(Dataset):
             entries = [(v, c) for v, c in subset_entries(data, TRAIN_SUBSET) if (v in carved) == (subset == "val")]
         if not entries:
             raise DataError(path, f"no videos in subset {subset!r} (val_fraction={val_fraction})",
-                            "use an annotation with that subset, or a val_fraction > 0 for 'val'")
+                            "use an annotation with that subset, or --val-fraction > 0 (val_fraction) for 'val'")
         return entries
 
     def __len__(self) -> int:
