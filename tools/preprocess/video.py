@@ -90,7 +90,7 @@ class Timeline:
         self.rate, self.emit = rate, emit
         self.t0 = self.last_t = None
         self.pending = None  # the frame on screen, not yet emitted past its time
-        self.n_out = self.n_in = self.repeated = self.dropped = 0
+        self.n_out = self.repeated = self.dropped = 0
         self._pending_out = 0
 
     def add(self, frame: object, t: float | None) -> None:
@@ -102,7 +102,6 @@ class Timeline:
         if self.pending is not None and self._pending_out == 0:
             self.dropped += 1
         self.pending, self._pending_out, self.last_t = frame, 0, t
-        self.n_in += 1
 
     def finish(self) -> None:
         """Emit the last frame for every output time up to its own (the clip ends one interval after it)."""
@@ -128,13 +127,14 @@ def upright_image(frame: av.VideoFrame, short_side: int) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb)
 
 
-def extract_frames(path: Path, out_dir: Path, short_side: int, jpeg_quality: int) -> tuple[int, float, list[str]]:
-    """Write the first video stream as out_dir/000001.jpg, ... on a constant-rate timeline (Timeline): frame k
-    is what shows at k / fps seconds after the first frame, also for variable-frame-rate video.
+def decode_on_timeline(path: Path, emit: Callable[[av.VideoFrame, bool], None]) -> tuple[int, float, list[str]]:
+    """Decode the first video stream of `path` onto a constant-rate timeline (Timeline): emit(frame, repeat) is
+    called once per output frame k, the frame on screen k / fps seconds after the first one (repeat: the same
+    frame as the call before), so memory stays one frame whatever the length.
 
     Packets that fail to decode are skipped and counted, as the ffmpeg command line does (the frame before
     them stays on screen); a file with no video stream or no decodable frame raises DataError.
-    Returns (n_frames, fps, warnings).
+    Returns (frames emitted, fps, warnings).
     """
     warnings = []
     with open_media(path) as container:
@@ -146,30 +146,36 @@ def extract_frames(path: Path, out_dir: Path, short_side: int, jpeg_quality: int
         rate = timeline_rate(stream)
         if rate is None:
             raise DataError(path, "the frame rate is unknown (no rate in the file)", REENCODE_FIX)
-        names = (out_dir / f"{i:06d}.jpg" for i in itertools.count(1))
-        last = []  # the JPEG of the frame on screen (a repeat is a copy of it)
-
-        def write(frame: av.VideoFrame, repeat: bool) -> None:
-            name = next(names)
-            if repeat:
-                shutil.copyfile(last[0], name)
-            else:
-                upright_image(frame, short_side).save(name, quality=jpeg_quality)
-                last[:] = [name]
-
-        timeline = Timeline(rate, write)
+        timeline = Timeline(rate, emit)
         n_decoded, bad_packets, cut_short = decode_stream(container, stream, path, lambda frame: timeline.add(
             frame, float(frame.pts * frame.time_base) if frame.pts is not None else None))
         timeline.finish()
-        if cut_short:
-            warnings.append(f"video stream cut short after {n_decoded} frames ({cut_short}); "
-                            "the frames before were kept")
-        if n_decoded == 0:
-            raise DataError(path, "the video stream has no decodable frame", REENCODE_FIX)
-        if bad_packets:
-            warnings.append(f"{bad_packets} video packets failed to decode and were skipped")
-        if timeline.repeated or timeline.dropped:
-            warnings.append(f"variable frame rate: written on a constant {float(rate):.6g} fps timeline by "
-                            f"presentation time ({n_decoded} frames decoded, {timeline.n_out} written: "
-                            f"{timeline.repeated} repeats, {timeline.dropped} dropped)")
+    if cut_short:
+        warnings.append(f"video stream cut short after {n_decoded} frames ({cut_short}); the frames before were kept")
+    if n_decoded == 0:
+        raise DataError(path, "the video stream has no decodable frame", REENCODE_FIX)
+    if bad_packets:
+        warnings.append(f"{bad_packets} video packets failed to decode and were skipped")
+    if timeline.repeated or timeline.dropped:
+        warnings.append(f"variable frame rate: written on a constant {float(rate):.6g} fps timeline by presentation "
+                        f"time ({n_decoded} frames decoded, {timeline.n_out} written: {timeline.repeated} repeats, "
+                        f"{timeline.dropped} dropped)")
     return timeline.n_out, float(rate), warnings
+
+
+def extract_frames(path: Path, out_dir: Path, short_side: int, jpeg_quality: int) -> tuple[int, float, list[str]]:
+    """Write the first video stream as out_dir/000001.jpg, ... on a constant-rate timeline (decode_on_timeline):
+    frame k is what shows at k / fps seconds after the first frame, also for variable-frame-rate video; a
+    repeated frame is a copy of the JPEG before. Returns (n_frames, fps, warnings)."""
+    names = (out_dir / f"{i:06d}.jpg" for i in itertools.count(1))
+    last = []  # the JPEG of the frame on screen
+
+    def write(frame: av.VideoFrame, repeat: bool) -> None:
+        name = next(names)
+        if repeat:
+            shutil.copyfile(last[0], name)
+        else:
+            upright_image(frame, short_side).save(name, quality=jpeg_quality)
+            last[:] = [name]
+
+    return decode_on_timeline(path, write)
