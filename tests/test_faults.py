@@ -20,7 +20,8 @@ from datasets.frames import count_frames
 from datasets.transcripts import parse_srt
 from datasets.video_emotion import VideoEmotionDataset, collate_samples
 from fixtures_data import make_video_root
-from tools.fault_injection import babble, order_dependent_pair, write_clip
+from tools.fault_injection import (babble, is_alive, live_children, order_dependent_pair, preprocess_cmd,
+                                   write_clip)
 from tools.preprocess.asr import _sphinx_decoder, transcribe, transcribe_pocketsphinx
 from tools.preprocess.cli import main as preprocess_main
 from tools.preprocess.guard import output_lock
@@ -69,58 +70,31 @@ def test_data_error_survives_pickling_and_parses_a_bare_message():
 # ------------------------------------------------------------------------------------ preprocessing
 
 
-def children_of(pid: int) -> list[int]:
-    """Live (not zombie) processes whose parent is `pid`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-            if int(ppid) == pid and state != "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def preprocess_cmd(src: Path, dst: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "tools" / "preprocess"), "--src", str(src), "--dst", str(dst), "--asr", "none",
-            "--short-side", "32", "--ratio", "1:1", *extra]
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_preprocess_workers_die_with_the_killed_run_and_a_rerun_completes(tmp_path, sig):
     for k in range(4):
         write_clip(tmp_path / "src" / ("Joy" if k % 2 else "Fear") / f"v{k}.mp4", 12, size=(160, 120))
     dst = tmp_path / "data"
-    run = subprocess.Popen(preprocess_cmd(tmp_path / "src", dst, "--workers", "2"), cwd=ROOT,
+    run = subprocess.Popen(preprocess_cmd(tmp_path / "src", dst, "--workers", "2", "--asr", "none"), cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
-    while len(workers := children_of(run.pid)) < 2 and time.time() < deadline and run.poll() is None:
+    while len(workers := live_children(run.pid)) < 2 and time.time() < deadline and run.poll() is None:
         time.sleep(0.05)
     assert len(workers) >= 2 and run.poll() is None, "the run ended before its workers could be seen"
     time.sleep(0.3)  # the workers are decoding
     run.send_signal(sig)
     run.wait()
     deadline = time.time() + 5
-    while any(alive(w) for w in workers) and time.time() < deadline:
+    while any(is_alive(w) for w in workers) and time.time() < deadline:
         time.sleep(0.05)
-    survivors = [w for w in workers if alive(w)]
+    survivors = [w for w in workers if is_alive(w)]
     for w in survivors:  # do not leave orphans behind when this fails
         os.kill(w, signal.SIGKILL)
     assert not survivors, "worker processes outlived the killed run"
 
-    again = subprocess.run(preprocess_cmd(tmp_path / "src", dst, "--workers", "2"), cwd=ROOT, capture_output=True,
-                           text=True)
+    again = subprocess.run(preprocess_cmd(tmp_path / "src", dst, "--workers", "2", "--asr", "none"), cwd=ROOT,
+                           capture_output=True, text=True)
     assert again.returncode == 0, again.stdout + again.stderr
     for k in range(4):  # every video complete, and what the loader reads agrees with the record
         folder = dst / "imgs" / ("Joy" if k % 2 else "Fear") / f"v{k}"
@@ -131,11 +105,11 @@ def test_a_second_preprocess_run_on_one_output_folder_is_refused(tmp_path, capsy
     write_clip(tmp_path / "src" / "Joy" / "a.mp4", 1)
     dst = tmp_path / "data"
     with output_lock(dst / ".preprocess" / "lock"):
-        assert preprocess_main(preprocess_cmd(tmp_path / "src", dst, "--workers", "1")[2:]) == 2
+        assert preprocess_main(preprocess_cmd(tmp_path / "src", dst, "--workers", "1", "--asr", "none")[2:]) == 2
     err = capsys.readouterr().err
     assert "another preprocess run is writing into this folder" in err and str(dst / ".preprocess" / "lock") in err
     assert "delete" in err and not (dst / "imgs").exists()
-    assert preprocess_main(preprocess_cmd(tmp_path / "src", dst, "--workers", "1")[2:]) == 0  # released
+    assert preprocess_main(preprocess_cmd(tmp_path / "src", dst, "--workers", "1", "--asr", "none")[2:]) == 0  # released
 
 
 # ---------------------------------------------------------------------------------- speech recognition

@@ -91,7 +91,7 @@ def babble(seconds: float, seed: int = 0, amplitude: int = 6000) -> np.ndarray:
     rng, out = np.random.default_rng(seed), np.zeros(int(SAMPLE_RATE * seconds))
     pos = int(0.3 * SAMPLE_RATE)
     while pos < out.size - SAMPLE_RATE // 4:
-        n = int(SAMPLE_RATE * rng.uniform(0.12, 0.3))
+        n = min(int(SAMPLE_RATE * rng.uniform(0.12, 0.3)), out.size - pos)
         source = np.zeros(n)
         source[::int(SAMPLE_RATE / rng.uniform(100, 220))] = 1.0
         if rng.random() < 0.3:
@@ -138,24 +138,25 @@ def run_cmd(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def live_children(pid: int) -> list[int]:
-    """Processes (not zombies) whose parent is `pid` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2] if entry.name.isdigit() else ("", "0")
-        except OSError:
-            continue
-        if int(ppid) == pid and state != "Z":
-            found.append(int(entry.name))
-    return found
+def proc_state(pid: int) -> Optional[tuple[str, int]]:
+    """(state letter, parent pid) of a process from Linux /proc, None when there is no such process."""
+    try:
+        state, ppid = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+    return state, int(ppid)
 
 
 def is_alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    """Running or sleeping, not a zombie."""
+    state = proc_state(pid)
+    return state is not None and state[0] != "Z"
+
+
+def live_children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid`."""
+    return [int(e.name) for e in Path("/proc").iterdir()
+            if e.name.isdigit() and (proc_state(int(e.name)) or ("Z", 0))[1] == pid and is_alive(int(e.name))]
 
 
 def case_killed_preprocess(work: Path, sig: signal.Signals) -> Outcome:
