@@ -36,6 +36,9 @@ def output_lock(path: Path):
             raise DataError(path, f"another preprocess run is writing into this folder ({holder})",
                             f"wait for it to end, or stop it; if no such process runs any more (a stale lock, "
                             f"e.g. on a network file system), delete {path} and run again") from None
+        except OSError as e:  # a file system without locks: run, but say that nothing guards the folder
+            print(f"warning: {path}: cannot lock ({e}); make sure no other preprocess run writes into this folder",
+                  file=sys.stderr)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
