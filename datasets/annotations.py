@@ -228,8 +228,8 @@ def class_polarity(labels: Sequence[str], positive: Optional[Sequence[str]] = No
         elif sorted(lower) == sorted(EK6_CLASSES):
             positive = EK6_POSITIVE
         else:
-            raise ValueError(f"unknown class set {list(labels)}: pass --positive-classes with the names of the positive classes "
-                             "(VE-8 and Ekman-6 are known)")
+            raise ValueError(f"unknown class set {list(labels)}: pass --positive-classes NAME ... "
+                             "(positive=[names] in Python; VE-8 and Ekman-6 are known)")
     pos = {p.lower() for p in positive}
     unknown = pos - set(lower)
     if unknown:

@@ -23,7 +23,8 @@ FRAMES_PER_SECOND = 100  # one feature frame per 10 ms shift
 FBANK_MEAN = -6.6268077  # AudioSet statistics of the fbank (AST / official MART)
 FBANK_STD = 5.358466
 _WINDOW_S = 0.025  # Kaldi frame length
-_REPAIR = "re-extract the audio with `python tools/preprocess ...`, or pass missing_audio='zeros' to use silence"
+_REPAIR = ("re-extract the audio with `python tools/preprocess ...`, or pass --missing-audio zeros "
+           "(missing_audio='zeros') to use silence")
 
 
 def decode_audio(path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
@@ -48,6 +49,9 @@ def decode_audio(path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if wave.size == 0:
         raise DataError(path, "audio stream holds no samples", _REPAIR)
+    bad = int(np.count_nonzero(~np.isfinite(wave)))
+    if bad:
+        raise DataError(path, f"{bad} of {wave.size} decoded samples are NaN or infinite", _REPAIR)
     return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
 
 

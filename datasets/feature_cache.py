@@ -280,6 +280,9 @@ class FeatureCache:
             if arr.shape != want or arr.dtype != np.float16:
                 raise DataError(file, f"cached features are {arr.dtype} {arr.shape}, the manifest says float16 {want}",
                                 _FIX.format(path=self.path))
+            if not np.isfinite(arr).all():
+                raise DataError(file, f"cached features hold {int(np.count_nonzero(~np.isfinite(arr)))} NaN or "
+                                      "infinite values", _FIX.format(path=self.path))
             self._maps[video_id] = arr
         return arr
 

@@ -32,26 +32,36 @@ def frame_path(video_dir, i: int) -> Path:
 
 
 def count_frames(video_dir) -> int:
-    """Number of frames: the `n_frames` file when it agrees with the folder, else the JPEGs counted."""
+    """Number of frames N: the folder must hold 000001.jpg..N.jpg. An `n_frames` file is trusted when its first
+    and last frames are there and the next is not (three file checks); otherwise the JPEGs are counted and must be
+    numbered from 000001.jpg without a gap, and an `n_frames` claiming more than that is a half-written or
+    damaged folder too (DataError); one claiming fewer (stale) is ignored."""
     video_dir = Path(video_dir)
     if not video_dir.is_dir():
         raise DataError(video_dir, "frame folder not found", "create it with `python tools/preprocess ...`, "
                         "which extracts imgs/<Class>/<video_id>/000001.jpg ...")
-    nf = video_dir / "n_frames"
-    if nf.is_file():
-        try:
-            n = int(float(nf.read_text().strip()))
-        except ValueError:
-            n = 0
-        if n > 0 and frame_path(video_dir, n - 1).is_file() and not frame_path(video_dir, n).is_file():
-            return n
+    claimed = _n_frames_file(video_dir / "n_frames")
+    if claimed and claimed > 0 and frame_path(video_dir, 0).is_file() and frame_path(video_dir, claimed - 1).is_file() \
+            and not frame_path(video_dir, claimed).is_file():
+        return claimed
     numbers = [int(name[:6]) for name in os.listdir(video_dir) if _FRAME_FILE.match(name)]
     if not numbers:
         raise DataError(video_dir, "no frames (000001.jpg ...) in the frame folder", _REEXTRACT)
-    if min(numbers) != 1 or max(numbers) != len(numbers):
-        raise DataError(video_dir, f"{len(numbers)} frames but not numbered 000001.jpg..{len(numbers):06d}.jpg",
-                        _REEXTRACT)
-    return len(numbers)
+    n = len(numbers)
+    if min(numbers) != 1 or max(numbers) != n:
+        raise DataError(video_dir, f"{n} frames numbered {min(numbers):06d}.jpg..{max(numbers):06d}.jpg, not "
+                                   f"000001.jpg..{n:06d}.jpg (a half-written or damaged folder)", _REEXTRACT)
+    if claimed is not None and claimed > n:
+        raise DataError(video_dir, f"n_frames says {claimed} but only 000001.jpg..{n:06d}.jpg are there "
+                                   "(a half-written or damaged folder)", _REEXTRACT)
+    return n
+
+
+def _n_frames_file(path: Path) -> Optional[int]:
+    try:
+        return int(float(path.read_text().strip()))
+    except (OSError, ValueError):
+        return None
 
 
 def read_fps(video_dir, n_frames: int, audio_seconds: Optional[float] = None, default_fps: float = 30.0) -> float:

@@ -130,15 +130,19 @@ class VideoEmotionDataset(Dataset):
                                 "srt": srt if srt.is_file() else None})
         if missing and (on_missing == "error" or not self.videos):
             raise DataError(self.root / frames_dir, _listing(missing, len(entries), "have no usable frame folder"),
-                            "create the frames with `python tools/preprocess ...`, or pass --on-missing-video skip")
+                            "create the frames with `python tools/preprocess ...`, or pass --on-missing-video skip "
+                            "(on_missing='skip')")
         self.skipped = [(vid, why) for vid, _, why in missing]  # [(video_id, reason)] dropped at construction
+        # [video_id] with fewer frames than one snippet: sampled looping over their own frames
+        self.short = [v["video_id"] for v in self.videos if v["n_frames"] < spec.snippet_duration]
         if with_audio and missing_audio == "error":
-            absent = [(v["video_id"], v["audio"], "not found") for v in self.videos if not v["audio"].is_file()]
+            absent = [(v["video_id"], _either_name(v["audio"]), "not found") for v in self.videos
+                      if not v["audio"].is_file()]
             if absent:
                 raise DataError(self.root / audio_dir,
                                 _listing(absent, len(self.videos), "have no audio file (.mp3/.wav)"),
                                 "extract the audio with `python tools/preprocess ...`, pass --missing-audio zeros "
-                                "to use silence, or train a video-only configuration")
+                                "(missing_audio='zeros') to use silence, or leave audio out of --modalities")
         self._flags = torch.zeros(len(self.videos), dtype=torch.uint8).share_memory_()
 
     @staticmethod
@@ -150,7 +154,7 @@ class VideoEmotionDataset(Dataset):
             entries = [(v, c) for v, c in subset_entries(data, TRAIN_SUBSET) if (v in carved) == (subset == "val")]
         if not entries:
             raise DataError(path, f"no videos in subset {subset!r} (val_fraction={val_fraction})",
-                            "use an annotation with that subset, or a val_fraction > 0 for 'val'")
+                            "use an annotation with that subset, or --val-fraction > 0 (val_fraction) for 'val'")
         return entries
 
     def __len__(self) -> int:
@@ -222,9 +226,11 @@ class VideoEmotionDataset(Dataset):
         path = self.videos[index]["audio"]
         try:
             wave = decode_audio(path, self.sample_rate)
-        except DataError:
+        except DataError as e:
             if self.missing_audio == "error":
-                raise
+                if path.is_file():
+                    raise
+                raise DataError(_either_name(path), e.why, e.fix) from None  # it may have either extension
             self._flag(index, "audio_unreadable" if path.is_file() else "audio_missing")
             return None
         if not bool(wave.any()):
@@ -254,7 +260,8 @@ class VideoEmotionDataset(Dataset):
 
     def counts(self) -> dict:
         """{event: number of videos} of the skips and substitutions so far (results.json's 'data_issues')."""
-        return {"skipped_without_frames": len(self.skipped), **{k: len(v) for k, v in self.issues().items()}}
+        return {"skipped_without_frames": len(self.skipped), "shorter_than_a_snippet": len(self.short),
+                **{k: len(v) for k, v in self.issues().items()}}
 
     def report(self) -> str:
         """One printable line of the videos skipped at construction and the problems met while sampling
@@ -263,6 +270,9 @@ class VideoEmotionDataset(Dataset):
         if self.skipped:
             shown = ", ".join(vid for vid, _ in self.skipped[:_SHOW])
             parts.append(f"{len(self.skipped)} skipped without frames (e.g. {shown})")
+        if self.short:
+            parts.append(f"{len(self.short)} shorter than one snippet ({self.snippet_duration} frames), their frames "
+                         f"looped (e.g. {', '.join(self.short[:_SHOW])})")
         for name, ids in self.issues().items():
             if ids:
                 parts.append(f"{name}: {len(ids)} (e.g. {', '.join(ids[:_SHOW])})")
@@ -275,6 +285,11 @@ def _audio_file(folder: Path, video_id: str) -> Path:
         if (folder / (video_id + ext)).is_file():
             return folder / (video_id + ext)
     return folder / (video_id + AUDIO_EXTENSIONS[0])
+
+
+def _either_name(path: Path) -> str:
+    """.../<video_id>.mp3 -> '.../<video_id>.mp3|.wav': the audio file may have either extension."""
+    return f"{path.with_suffix('')}{'|'.join(AUDIO_EXTENSIONS)}"
 
 
 def _listing(problems: list, total: int, what: str) -> str:

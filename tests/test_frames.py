@@ -14,12 +14,18 @@ from fixtures_data import write_frames
 def test_count_frames(tmp_path):
     d = write_frames(tmp_path / "v", 7)
     assert count_frames(d) == 7
-    (d / "n_frames").write_text("9\n")  # inconsistent with the folder: the JPEGs are counted
+    (d / "n_frames").write_text("5\n")  # stale (fewer than the folder holds): the JPEGs are counted
     assert count_frames(d) == 7
+    (d / "n_frames").write_text("9\n")  # more than the folder holds: half-written
+    with pytest.raises(DataError, match="n_frames says 9 but only 000001.jpg..000007.jpg"):
+        count_frames(d)
     (d / "n_frames").unlink()
     assert count_frames(d) == 7
     (d / "000004.jpg").unlink()
-    with pytest.raises(DataError, match="not numbered"):
+    with pytest.raises(DataError, match="not 000001.jpg..000006.jpg"):
+        count_frames(d)
+    (d / "000001.jpg").rename(d / "000004.jpg")  # the first frames missing, the last there (a killed writer)
+    with pytest.raises(DataError, match="numbered 000002.jpg..000007.jpg"):
         count_frames(d)
     with pytest.raises(DataError, match=r"empty.*no frames"):
         count_frames(write_frames(tmp_path / "empty", 0))

@@ -1,5 +1,9 @@
 """Offline speech recognition into timed cues: PocketSphinx (English model shipped in its wheel) or a
-local Whisper model (a Hugging Face model folder read by `transformers`; nothing is downloaded)."""
+local Whisper model (a Hugging Face model folder read by `transformers`; nothing is downloaded).
+
+Recognition runs only on the regions a cheap voice-activity check (vad.py) passes, and gives the same cues
+for a file whatever ran before it in the process (the cached PocketSphinx decoder is reset per file), so
+transcripts do not depend on the worker count or the order of the videos."""
 import io
 import json
 from functools import lru_cache
@@ -8,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from datasets.transcripts import Cue
+
+from .vad import speech_regions
 
 ENGINES = ("none", "pocketsphinx", "whisper")
 SAMPLE_RATE = 16000  # both engines take 16 kHz mono
@@ -41,21 +47,35 @@ def check_engine(engine: str, whisper_model: Path | None) -> None:
 
 @lru_cache(maxsize=1)
 def _sphinx_decoder():
+    """The decoder (about 1 s to build, so one per process) and its initial cepstral mean."""
     from pocketsphinx import Decoder
-    return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+    decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+    return decoder, decoder.get_cmn()
 
 
-def transcribe_pocketsphinx(samples: np.ndarray) -> list[Cue]:
-    """samples: int16 (N,) at 16 kHz. One cue per voice-activity segment with a non-empty hypothesis."""
+def fresh_sphinx_decoder():
+    """The process's decoder, reset to the state it was built in: the feature pipeline and the cepstral mean it
+    adapts from every utterance (which otherwise carry one file's audio into the next file's transcript)."""
+    decoder, initial_cmn = _sphinx_decoder()
+    decoder.reinit_feat()
+    decoder.set_cmn(initial_cmn)
+    return decoder
+
+
+def transcribe_pocketsphinx(samples: np.ndarray, regions: list[tuple[float, float]] | None = None) -> list[Cue]:
+    """samples: int16 (N,) at 16 kHz; regions: [(start_s, end_s)] to recognise (default: all). One cue per
+    voice-activity segment of a region with a non-empty hypothesis."""
     from pocketsphinx import Segmenter
-    decoder, cues = _sphinx_decoder(), []
-    for segment in Segmenter(sample_rate=SAMPLE_RATE).segment(io.BytesIO(samples.astype("<i2").tobytes())):
-        decoder.start_utt()
-        decoder.process_raw(segment.pcm, full_utt=True)
-        decoder.end_utt()
-        hyp = decoder.hyp()
-        if hyp is not None and hyp.hypstr.strip():
-            cues.append(Cue(float(segment.start_time), float(segment.end_time), hyp.hypstr.strip()))
+    decoder, cues = fresh_sphinx_decoder(), []
+    for start, end in regions if regions is not None else [(0.0, len(samples) / SAMPLE_RATE)]:
+        part = samples[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)]
+        for segment in Segmenter(sample_rate=SAMPLE_RATE).segment(io.BytesIO(part.astype("<i2").tobytes())):
+            decoder.start_utt()
+            decoder.process_raw(segment.pcm, full_utt=True)
+            decoder.end_utt()
+            hyp = decoder.hyp()
+            if hyp is not None and hyp.hypstr.strip():
+                cues.append(Cue(start + float(segment.start_time), start + float(segment.end_time), hyp.hypstr.strip()))
     return cues
 
 
@@ -79,8 +99,15 @@ def transcribe_whisper(samples: np.ndarray, model_dir: Path) -> list[Cue]:
     return cues
 
 
-def transcribe(samples: np.ndarray, engine: str, whisper_model: Path | None) -> list[Cue]:
-    """samples: int16 (N,) at 16 kHz mono."""
+def transcribe(samples: np.ndarray, engine: str, whisper_model: Path | None,
+               regions: list[tuple[float, float]] | None = None) -> list[Cue]:
+    """samples: int16 (N,) at 16 kHz mono; regions: where the voice-activity check (vad.speech_regions, run
+    here when not given) found possible speech. PocketSphinx reads only those; Whisper, which finds its own,
+    reads the file when there is any."""
+    if regions is None:
+        regions = speech_regions(samples, SAMPLE_RATE)
+    if not regions:
+        return []
     if engine == "pocketsphinx":
-        return transcribe_pocketsphinx(samples)
+        return transcribe_pocketsphinx(samples, regions)
     return transcribe_whisper(samples, whisper_model)

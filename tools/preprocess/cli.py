@@ -1,6 +1,7 @@
 """Command line of `python tools/preprocess`: source videos -> the official VE-8/Ekman-6 layout + annotation JSON."""
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from datasets.errors import DataError
 
 from .annotations import annotation_json, parse_ratio, split_from_lists, stratified_split, write_json
 from .asr import ENGINES, check_engine
+from .guard import output_lock
 from .layout import AUDIO_FORMATS, Video
 from .pipeline import Result, process_all
 from .report import summary_lines, write_report
@@ -21,9 +23,17 @@ into the layout of the official CTEN/MART/VAANet releases:
   DST/srt/<Class>/<video_id>.srt              transcript: a sidecar SRC/<Class>/<video_id>.srt, else an
                                               embedded text subtitle stream, else speech recognition (--asr)
   DST/<json>                                  annotation JSON from --split-lists or --ratio
+Frames lie on a constant-rate timeline (the rate in fps): frame k is what shows k / fps seconds after the
+first, so variable-frame-rate video gets frames repeated or dropped (a warning). Transcript cues past the
+video's end are cut; speech recognition runs only where a voice-activity check finds possible speech.
 A video without an audio stream gets frames and no audio file (a warning). Finished videos are verified
 and skipped on a second run; bookkeeping lives in DST/.preprocess/ (records, work in progress, report.json).
+A run holds DST/.preprocess/lock: a second run on the same DST stops with a message. Worker processes end
+with the run (also when it is killed); a killed run's half-written videos are redone by the next run.
 Exit status: 0 when every video was processed, 1 when some failed (0 with --keep-going), 2 on bad arguments."""
+
+
+LOCK = Path(".preprocess") / "lock"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,8 +93,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def settings_of(args: argparse.Namespace) -> dict:
-    """Everything that changes the outputs; a finished video made with other settings is redone."""
-    return {"short_side": args.short_side, "jpeg_quality": args.jpeg_quality, "audio_format": args.audio_format,
+    """Everything that changes the outputs; a finished video made with other settings is redone. "frames" names
+    how frames are laid out in time: "timeline" (by presentation time, since issue 12; records without it were
+    written in decode order and are redone)."""
+    return {"frames": "timeline", "short_side": args.short_side, "jpeg_quality": args.jpeg_quality, "audio_format": args.audio_format,
             "sample_rate": args.sample_rate, "channels": args.channels, "asr": args.asr,
             "whisper_model": str(args.whisper_model.resolve()) if args.whisper_model else None}
 
@@ -129,7 +141,7 @@ def entries_from_ratio(labels: dict[str, str], results: list[Result], ratio: str
 
 def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
-    listed = None
+    labels, listed = None, None
     if args.split_lists:
         labels, listed, notes = split_from_lists(args.split_lists, args.split)
     exts = tuple(e.strip().lstrip(".").lower() for e in args.exts.split(",") if e.strip())
@@ -140,6 +152,13 @@ def run(args: argparse.Namespace) -> int:
     ids = labels_by_id(videos) if args.ratio else None  # fails on ambiguous ids before any work
 
     args.dst.mkdir(parents=True, exist_ok=True)
+    with output_lock(args.dst / LOCK):
+        return finish(args, videos, labels, listed, ids, notes)
+
+
+def finish(args: argparse.Namespace, videos: list[Video], labels, listed, ids, notes: list[str]) -> int:
+    """Process the videos and write the JSON and report; runs under the output folder's lock."""
+    shutil.rmtree(args.dst / ".preprocess" / "tmp", ignore_errors=True)  # a killed run's work in progress
     results = process_all(videos, args.dst.resolve(), settings_of(args), args.workers, args.force)
 
     json_path = Path(args.json) if Path(args.json).is_absolute() else args.dst / args.json

@@ -1,5 +1,6 @@
 """Turn one video into its frames, audio and transcript (atomically, resumably), and run that over many."""
 import json
+import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -13,8 +14,10 @@ from datasets.transcripts import Cue
 
 from .asr import SAMPLE_RATE, transcribe
 from .audio import decode_audio, write_audio
+from .guard import die_with_parent
 from .layout import Paths, Video, finished, source_stamp, video_paths
-from .subtitles import embedded_subtitles, format_srt, read_sidecar
+from .subtitles import clip_cues, embedded_subtitles, format_srt, read_sidecar
+from .vad import speech_regions
 from .video import extract_frames
 
 NO_AUDIO = ("frames were extracted and no audio file was written; "
@@ -36,7 +39,7 @@ def find_transcript(video: Video, samples, settings: dict, warnings: list[str]) 
     else speech recognition (settings["asr"]) on the audio. samples: int16 (C, N) or None."""
     sidecar = video.src.with_suffix(".srt")
     if sidecar.is_file():
-        cues = read_sidecar(sidecar)
+        cues = read_sidecar(sidecar, warnings)
         if cues:
             return cues, "sidecar"
         warnings.append(f"the sidecar {sidecar.name} is empty and was ignored")
@@ -49,8 +52,13 @@ def find_transcript(video: Video, samples, settings: dict, warnings: list[str]) 
         mono = samples[0]
     else:
         mono = decode_audio(video.src, SAMPLE_RATE, 1)[0][0]
+    regions = speech_regions(mono, SAMPLE_RATE)
+    if not regions:
+        warnings.append(f"the voice-activity check found no speech: {settings['asr']} was not run and no .srt "
+                        "was written")
+        return [], None
     whisper_model = Path(settings["whisper_model"]) if settings["whisper_model"] else None
-    cues = transcribe(mono, settings["asr"], whisper_model)
+    cues = transcribe(mono, settings["asr"], whisper_model, regions)
     if not cues:
         warnings.append(f"{settings['asr']} recognised no speech: no .srt was written")
     return cues, settings["asr"]
@@ -78,6 +86,9 @@ def _build(video: Video, paths: Paths, settings: dict) -> list[str]:
         write_audio(samples, settings["sample_rate"], audio_tmp)
 
     cues, transcript = find_transcript(video, samples, settings, warnings)
+    cues, clipped = clip_cues(cues, n_frames / fps)
+    if clipped:
+        warnings.append(clipped)
     srt_tmp = None
     if cues:
         srt_tmp = paths.tmp / "transcript.srt"
@@ -136,7 +147,7 @@ def process_all(videos: list[Video], root: Path, settings: dict, workers: int, f
                 results[i] = process_video(video, root, settings, force)
                 bar.update()
             return results
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(process_video, v, root, settings, force): i for i, v in enumerate(videos)}
             for future in as_completed(futures):
                 i = futures[future]

@@ -19,15 +19,38 @@ def format_srt(cues: list[Cue]) -> str:
     return "".join(f"{i}\n{_timestamp(c.start)} --> {_timestamp(c.end)}\n{c.text}\n\n" for i, c in enumerate(cues, 1))
 
 
-def read_sidecar(path: Path) -> list[Cue]:
+def read_sidecar(path: Path, warnings: list[str] | None = None) -> list[Cue]:
     """Cues of a sidecar .srt. A file without blocks (empty, blank) gives []; one whose blocks are all garbage
-    (no valid timing line) raises DataError naming it."""
+    (no valid timing line) raises DataError naming it; some garbage blocks are skipped, and counted in a
+    message appended to `warnings`."""
     transcript = parse_srt(srt_text(path))
     if transcript.unusable:
         raise DataError(path, f"not a SubRip file: none of its {transcript.garbage} block(s) has a valid "
                               "'HH:MM:SS,mmm --> HH:MM:SS,mmm' timing line",
                         "fix or delete the .srt (without it the transcript comes from the video or speech recognition)")
+    if transcript.garbage and warnings is not None:
+        warnings.append(f"the sidecar {path.name}: {transcript.garbage} of "
+                        f"{transcript.garbage + len(transcript.cues)} blocks have no valid timing line (or end "
+                        "before they start) and were skipped")
     return transcript.cues
+
+
+def clip_cues(cues: list[Cue], duration: float) -> tuple[list[Cue], str]:
+    """Cues clipped to the video's [0, duration] seconds: one starting at or after the end is dropped, one
+    running past it is cut. Returns (cues, '' or a message counting what changed)."""
+    kept, cut, dropped = [], 0, 0
+    for c in cues:
+        if c.start >= duration:
+            dropped += 1
+        elif c.end > duration:
+            kept.append(Cue(max(c.start, 0.0), duration, c.text))
+            cut += 1
+        else:
+            kept.append(c)
+    if not (cut or dropped):
+        return kept, ""
+    return kept, (f"{cut + dropped} of {len(cues)} transcript cues run past the video's end ({duration:.3f} s): "
+                  f"{cut} cut at the end, {dropped} dropped")
 
 
 def embedded_subtitles(path: Path) -> list[Cue] | None:
