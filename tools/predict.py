@@ -49,7 +49,7 @@ if __package__ in (None, ""):
 
 import opts  # noqa: E402
 from core import methods  # noqa: E402
-from core.detection import detect_batch  # noqa: E402
+from core.detection import detect_batch, fold_detections  # noqa: E402
 from core.engine import to_device  # noqa: E402
 from core.plots import timeline_figure  # noqa: E402
 from datasets.errors import DataError  # noqa: E402
@@ -204,21 +204,10 @@ def preprocessed_short_side(root) -> Optional[int]:
 
 
 def fold_segments(segments, duration: float) -> list:
-    """Detections in the loop-padded time of seg_times -> the clip's own time [0, duration].
-
-    A clip shorter than T x L frames is loop-padded, so time t past the duration shows the clip at t mod duration
-    (datasets/video_emotion.py). Each (start, end, score) is shifted into [0, duration) and split where it wraps
-    (one at least the duration long covers the clip); overlapping or touching results merge, keeping the highest
-    score. Returns [(start, end, score)] by start time.
-    """
-    pieces = []
-    for start, end, score in segments:
-        if end - start >= duration:
-            pieces.append((0.0, duration, score))
-            continue
-        s = start % duration
-        e = s + (end - start)
-        pieces += [(s, min(e, duration), score)] + ([(0.0, e - duration, score)] if e > duration else [])
+    """Detections in the loop-padded time of seg_times -> the clip's own time [0, duration] (core/detection.py
+    `fold_detections`), overlapping or touching pieces merged, keeping the highest score. -> [(start, end, score)]
+    by start time."""
+    pieces = fold_detections(segments, duration)
     merged = []
     for s, e, score in sorted(p for p in pieces if p[1] - p[0] > 1e-6):  # no float32 round-off slivers
         if merged and s <= merged[-1][1] + 1e-6:
