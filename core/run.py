@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     args = opts.parse_args(argv)
     try:
         return run(args)
-    except (DataError, CheckpointError, FileNotFoundError, NonFiniteLoss, ValueError) as e:
+    except (DataError, CheckpointError, OSError, NonFiniteLoss, ValueError) as e:
         if os.environ.get("VEA_DEBUG"):
             raise
         print(f"error: {e}\n(set VEA_DEBUG=1 for the traceback)", file=sys.stderr)

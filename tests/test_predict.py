@@ -230,3 +230,20 @@ def test_transcript_comes_from_srt_then_sidecar_then_speech_recognition(demo_run
     assert predict.find_cues(bare) == ([], None)
     cues, source = predict.find_cues(bare, asr="pocketsphinx", wave=predict.decode_wave(bare))
     assert source == "pocketsphinx" and all(c.end <= DURATION + 0.1 for c in cues)
+
+
+def test_same_named_videos_never_overwrite_each_other(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    a, b = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
+    for video in (a, b):
+        video.parent.mkdir()
+        video.write_bytes(b"x")
+    first = predict.output_path(out, a)
+    assert first == out / "clip.json"
+    first.write_text(json.dumps({"source": str(a.resolve())}))
+    assert predict.output_path(out, a) == first  # the same input is rewritten in place
+    second = predict.output_path(out, b)
+    assert second == out / "clip_2.json"
+    second.write_text(json.dumps({"source": str(b.resolve())}))
+    assert predict.output_path(out, b) == second and predict.output_path(out, a) == first

@@ -263,6 +263,22 @@ def draw(record: dict, sample: dict, labels: list, path) -> np.ndarray:
                            class_names=labels, title=record["video"], path=path)
 
 
+def output_path(out: Path, video: Path) -> Path:
+    """OUT/<stem>.json, or OUT/<stem>_2.json, _3, ... when that name already holds another input's result (two
+    videos of one name from different folders never overwrite each other; the same input is rewritten)."""
+    source = str(video.resolve())
+    for k in range(1, 10 ** 6):
+        path = out / (f"{video.stem}.json" if k == 1 else f"{video.stem}_{k}.json")
+        if not path.is_file():
+            return path
+        try:
+            if json.loads(path.read_text()).get("source") == source:
+                return path
+        except (OSError, ValueError):
+            continue
+    raise OSError(f"{out} holds too many results named {video.stem}*.json; pass another --out")
+
+
 def summary(record: dict) -> str:
     sources = "".join(f"; {k}: {v or 'none'}" for k, v in record["sources"].items()
                       if v is not None or (k == "transcript" and record["reads_text"]))
@@ -335,13 +351,15 @@ def run(cli: argparse.Namespace) -> int:
     notes = [str(w.message) for w in caught]
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
-    record = {"video": cli.video.name, "checkpoint": str(cli.checkpoint), "method": args.method, "labels": labels,
+    record = {"video": cli.video.name, "source": str(cli.video.resolve()), "checkpoint": str(cli.checkpoint),
+              "method": args.method, "labels": labels,
               "reads_text": with_text,
               "short_side": short_side,
               **predict(model, method, sample, labels, device, opts.detection_rule(args), cli.top),
               "warnings": notes}
     cli.out.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = cli.out / f"{cli.video.stem}.json", cli.out / f"{cli.video.stem}.png"
+    json_path = output_path(cli.out, cli.video)
+    png_path = json_path.with_suffix(".png")
     json_path.write_text(json.dumps(record, indent=1))
     draw(record, sample, labels, png_path)
     print(summary(record))
