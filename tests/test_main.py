@@ -219,7 +219,7 @@ def test_mbt_steps_on_a_fixed_batch_lower_the_loss_and_the_ema_follows(tiny_root
     batch = collate_samples([data["train"][i] for i in range(4)])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(10):
+    for _ in range(15):
         loss, logs = method.train_step(model, batch, 0)
         optimizer.zero_grad()
         loss.backward()
