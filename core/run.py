@@ -123,26 +123,31 @@ def run(args) -> int:
 
     model = recipe.build_model(recipe.arch_of(args), len(labels))
     recipe.load_pretrained(model, args)
-    best, stage_dir = None, run_dir
-    for i, stage in enumerate(stages):
-        stage_dir = run_dir / stage.name
-        if i > 0:
-            ctx.logger = RunLogger(stage_dir, enabled=ctx.dist.is_main)
-        trained = stage.model(model)
-        if not (stage.handoff and (stage_dir / "done").is_file()):  # a finished earlier stage is not retrained
-            make_method = lambda ema: stage.method(args, StageContext(polarity, data["train"], ema, stage.epochs))  # noqa: E731
-            best = fit(args, trained, make_method, data, polarity, ctx, stage_dir, stage.epochs, select=stage.select,
-                       record=checkpoint_record(args, recipe, labels, stage.name))
-        if stage.handoff:
-            selected = ckpt.load_checkpoint(stage_dir / "best.pth")
-            stage.handoff(model, selected["model"], stage_dir / "best.pth")
-
+    stage_dir, best = train_stages(args, recipe, stages, model, data, polarity, ctx, run_dir)
     selected = ckpt.load_checkpoint(stage_dir / "best.pth")
     ckpt.load_model_state(model, selected["model"], stage_dir / "best.pth")
     issues = {name: ds.counts() for name, ds in data.items() if ds is not None and name != "test"}
     return report_test(args, model.to(ctx.device), recipe.predictor(args, polarity), data["test"], labels, polarity,
                        ctx, selected_epoch=selected["epoch"], best_val=best["acc"] if best else None,
                        data_issues=issues)
+
+
+def train_stages(args, recipe, stages: list, model, data: dict, polarity, ctx, run_dir: Path) -> tuple:
+    """Each stage in turn around `model`, in its sub-folder; a finished stage before the last is not retrained,
+    and its selected weights are handed to the next. -> (the last stage's folder, its {'acc', 'epoch'} or None)."""
+    best, stage_dir = None, run_dir
+    for i, stage in enumerate(stages):
+        stage_dir = run_dir / stage.name
+        if i > 0:
+            ctx.logger = RunLogger(stage_dir, enabled=ctx.dist.is_main)
+        if not (stage.handoff and (stage_dir / "done").is_file()):
+            make_method = lambda ema: stage.method(args, StageContext(polarity, data["train"], ema, stage.epochs))  # noqa: E731
+            best = fit(args, stage.model(model), make_method, data, polarity, ctx, stage_dir, stage.epochs,
+                       select=stage.select, record=checkpoint_record(args, recipe, data["train"].labels, stage.name))
+        if stage.handoff:
+            selected = ckpt.load_checkpoint(stage_dir / "best.pth")
+            stage.handoff(model, selected["model"], stage_dir / "best.pth")
+    return stage_dir, best
 
 
 def evaluate_checkpoint(args, ctx: TrainContext) -> int:
