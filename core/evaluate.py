@@ -75,3 +75,17 @@ def detection_baselines(detections: dict, durations: dict, gt: dict, scores: dic
                 for _ in range(draws)]
         out[kind] = {k: float(np.mean([m[k] for m in maps])) for k in maps[0]}
     return out
+
+
+def detection_lines(result: dict) -> list[str]:
+    """The printed summary of a result's detection: the model's class-agnostic mAP and each baseline's, one line
+    each, in the same tIoU columns."""
+    if "detection" not in result:
+        return []
+    rows = [("model", result["detection"])]
+    base = result.get("detection_baselines", {})
+    rows += [(f"{kind} ({base['span_length_s']:.2f} s)" if kind != "whole_clip" else kind, base[kind])
+             for kind in BASELINES if kind in base]
+    width = max(len(name) for name, _ in rows)
+    return [f"detection {name:<{width}}: " + " ".join(f"{k} {v:.3f}" for k, v in m.items())
+            for name, m in rows]

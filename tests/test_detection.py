@@ -229,3 +229,6 @@ def test_summarise_scores_baselines_with_the_same_map():
     assert base["whole_clip"]["mAP@0.3"] == 0.0 and base["whole_clip"]["mAP@0.2"] == pytest.approx(1.0)  # IoU 0.25
     assert base["centre_span"]["mAP@0.5"] == 0.0  # [1.5, 2.5] against [1, 2], [2, 3], [0, 1]
     assert 0.0 < base["random_span"]["mAP@0.1"] < 1.0
+    from core.evaluate import detection_lines
+    lines = detection_lines(out)
+    assert len(lines) == 4 and "model" in lines[0] and "mAP@0.5 1.000" in lines[0] and "whole_clip" in lines[1]
