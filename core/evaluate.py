@@ -14,21 +14,20 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
               curves: Sequence[str] = (), det_rule: Optional[dict] = None) -> dict:
     """records: predict_all's per-video dicts. Returns scalars, 'per_class_acc', 'confusion', 'per_video' and,
     given gt_segments (video_id -> [[start, end], ...]) and attention curves, 'detection' (class-agnostic, as
-    the paper) and 'detection_per_class'. det_rule: keyword options of core.detection.detect_batch."""
+    the paper), 'detection_per_class' and 'detection_baselines'; per-segment class curves in the records (core.detection
+    .CLASS_CURVES) are used too. det_rule: keyword options of core.detection.detect_batch."""
     probs = np.stack([r["probs"] for r in records])  # (N, C)
     y = np.array([r["label"] for r in records])
     out = classification_summary(probs, y, len(labels), polarity)
     out["per_class_acc"] = dict(zip(labels, per_class_accuracy(probs, y, len(labels)).tolist()))
     out["confusion"] = confusion_matrix(probs, y, len(labels)).tolist()
     out["labels"] = list(labels)
-    present = [c for c in curves if c in records[0]]
-    class_curves = {c: np.stack([r[c] for r in records]) for c in present if c in CLASS_CURVES.values()}
-    attention = [c for c in present if c not in class_curves]
+    present = [c for c in (*curves, *CLASS_CURVES.values()) if c in records[0]]
     detections = {}
-    if attention:
-        detections = detect_batch({c: np.stack([r[c] for r in records]) for c in attention},
+    if any(c not in CLASS_CURVES.values() for c in present):  # at least one attention curve
+        detections = detect_batch({c: np.stack([r[c] for r in records]) for c in present},
                                   np.stack([r["seg_times"] for r in records]), [r["video_id"] for r in records],
-                                  np.log(np.clip(probs, 1e-12, None)), class_curves=class_curves,
+                                  np.log(np.clip(probs, 1e-12, None)),
                                   durations=np.array([clip_duration(r) for r in records]), **(det_rule or {}))
     if gt_segments is not None and detections:
         missing = [r["video_id"] for r in records if r["video_id"] not in gt_segments]

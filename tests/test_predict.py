@@ -127,7 +127,7 @@ def test_predict_end_to_end_agrees_with_main(demo_run, tmp_path, capsys):
 def test_detection_options_and_last_checkpoint(demo_run, tmp_path, capsys):
     vid = demo_run["test_ids"][1]
     assert run_predict(demo_run["videos"][vid], "--checkpoint", demo_run["run"] / "last.pth", "--out", tmp_path,
-                       "--det-threshold", "1.5", "--top", "1") == 0  # last.pth: class names from the annotation
+                       "--det-method", "threshold", "--det-threshold", "1.5", "--top", "1") == 0  # last.pth: class names from the annotation
     record = json.loads((tmp_path / f"{vid}.json").read_text())
     assert record["segments"] == [] and record["detection_rule"]["threshold"] == 1.5
     assert len(record["top"]) == 1 and "none" in capsys.readouterr().out
@@ -137,7 +137,7 @@ def test_detection_options_and_last_checkpoint(demo_run, tmp_path, capsys):
 def test_short_mute_video_gets_silence_and_segments_in_its_own_time(demo_run, tmp_path, capsys):
     clip = write_video_only(tmp_path / "mute.avi", n=3, size=24)  # 3 frames at 10 fps < T x L = 4: loop-padded
     assert run_predict(clip, "--checkpoint", demo_run["run"] / "best.pth", "--out", tmp_path,
-                       "--det-threshold", "0") == 0  # every segment is emotional
+                       "--det-method", "threshold", "--det-threshold", "0") == 0  # every segment is emotional
     record = json.loads((tmp_path / "mute.json").read_text())
     assert record["sources"]["audio"] == "silence" and "silence" in record["warnings"][0]
     assert "warning:" in capsys.readouterr().err and record["n_frames"] == 3
