@@ -260,13 +260,13 @@ def baseline_detections(durations: Mapping[str, float], length: float, kind: str
 
 def detect_batch(att: Mapping, seg_times, video_ids: Sequence[str], logits, combine: str = "min",
                  use_class_prob: bool = True, method: str = "threshold", source: str = "auto",
-                 class_curves: Mapping | None = None, durations=None, oic: Mapping | None = None,
+                 durations=None, oic: Mapping | None = None,
                  **rule) -> dict[str, list[tuple[float, float, float, int]]]:
     """Detections of a batch, ready for core.metrics.detection_map.
 
-    att: {'att_v': (B, T), 'att_a': (B, T)} (the modalities the model has); seg_times (B, T, 2) seconds;
-    logits (B, C); class_curves: the model's per-segment class curves (B, T, C) by output name, 'seg_scores' (source
-    'cas') and 'seg_logits' (source 'tcam'); durations (B,) seconds: detections are folded into each clip's own time
+    att: the model's curves by output name: attentions (B, T) ('att_v', 'att_a', the modalities the model has) and,
+    when the model gives them, per-segment class curves (B, T, C) ('seg_scores' for source 'cas', 'seg_logits' for
+    'tcam'); seg_times (B, T, 2) seconds; logits (B, C); durations (B,) seconds: detections are folded into each clip's own time
     (`fold_detections`). Each detection is (start, end, score, predicted class); with use_class_prob the score is
     multiplied by the softmax probability of the predicted class. method 'threshold': `segments_from_attention` with
     the keyword options `rule` (threshold, normalise, merge_gap, min_len, score, score_source); method 'oic':
@@ -280,12 +280,12 @@ def detect_batch(att: Mapping, seg_times, video_ids: Sequence[str], logits, comb
     if logit.ndim != 2 or logit.shape[0] != len(video_ids):
         raise ValueError(f"logits must be (B, C) with B = {len(video_ids)} videos; got {tuple(logit.shape)}")
     prob, pred = logit.softmax(dim=1).max(dim=1)  # (B,), (B,)
-    curves = {k: _numpy(v) for k, v in att.items()}
+    class_curves = {k: v for k, v in att.items() if k in CLASS_CURVES.values()}
+    curves = {k: _numpy(v) for k, v in att.items() if k not in class_curves}
     times = _numpy(seg_times)
     for k, v in curves.items():
         if v.ndim != 2 or v.shape[0] != len(video_ids):
             raise ValueError(f"{k} must be (B, T) with B = {len(video_ids)} videos; got {v.shape}")
-    class_curves = class_curves or {}
     if source == "auto":
         source = "cas" if CLASS_CURVES["cas"] in class_curves else "attention"
     per_class = None

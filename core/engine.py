@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
+from core.detection import CLASS_CURVES
 from core.distributed import DistInfo, all_gather_objects, all_reduce_sum
 from core.ema import ModelEMA
 from core.log import RunLogger
@@ -106,7 +107,8 @@ def _optimizer_step(model, optimizer, ctx: TrainContext) -> None:
 @torch.no_grad()
 def predict_all(model, method, loader, ctx: TrainContext, desc: str = "eval") -> list:
     """Runs the method's prediction over a loader; returns one record per video, gathered from every process:
-    {'video_id', 'label', 'probs' (C,), 'seg_times' (T, 2), 'duration' (seconds), curve name -> its array}."""
+    {'video_id', 'label', 'probs' (C,), 'seg_times' (T, 2), 'duration' (seconds), curve name -> (T,) and, when the
+    model gives them, the per-segment class curves of core.detection.CLASS_CURVES -> (T, C)}."""
     model.eval()
     records = []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not (ctx.progress and ctx.dist.is_main)):
@@ -118,7 +120,7 @@ def predict_all(model, method, loader, ctx: TrainContext, desc: str = "eval") ->
             rec = {"video_id": vid, "label": int(batch["label"][b]), "probs": probs[b].numpy(),
                    "seg_times": batch["seg_times"][b].cpu().numpy(),
                    "duration": float(batch["n_frames"][b]) / float(batch["fps"][b])}
-            for name in method.curve_names:
+            for name in (*method.curve_names, *CLASS_CURVES.values()):
                 if name in out:
                     rec[name] = out[name][b].float().cpu().numpy()
             records.append(rec)

@@ -14,22 +14,21 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
               curves: Sequence[str] = (), det_rule: Optional[dict] = None) -> dict:
     """records: predict_all's per-video dicts. Returns scalars, 'per_class_acc', 'confusion', 'per_video' and,
     given gt_segments (video_id -> [[start, end], ...]) and attention curves, 'detection' (class-agnostic, as
-    the paper) and 'detection_per_class'. det_rule: keyword options of core.detection.detect_batch."""
+    the paper), 'detection_per_class' and 'detection_baselines'; per-segment class curves in the records (core.detection
+    .CLASS_CURVES) are used too. det_rule: keyword options of core.detection.detect_batch."""
     probs = np.stack([r["probs"] for r in records])  # (N, C)
     y = np.array([r["label"] for r in records])
     out = classification_summary(probs, y, len(labels), polarity)
     out["per_class_acc"] = dict(zip(labels, per_class_accuracy(probs, y, len(labels)).tolist()))
     out["confusion"] = confusion_matrix(probs, y, len(labels)).tolist()
     out["labels"] = list(labels)
-    present = [c for c in curves if c in records[0]]
-    class_curves = {c: np.stack([r[c] for r in records]) for c in present if c in CLASS_CURVES.values()}
-    attention = [c for c in present if c not in class_curves]
-    out["curves"] = attention  # the per-segment (T,) curves the timelines draw
+    present = [c for c in (*curves, *CLASS_CURVES.values()) if c in records[0]]
+    out["curves"] = [c for c in present if c not in CLASS_CURVES.values()]  # the (T,) curves the timelines draw
     detections = {}
-    if attention:
-        detections = detect_batch({c: np.stack([r[c] for r in records]) for c in attention},
+    if any(c not in CLASS_CURVES.values() for c in present):  # at least one attention curve
+        detections = detect_batch({c: np.stack([r[c] for r in records]) for c in present},
                                   np.stack([r["seg_times"] for r in records]), [r["video_id"] for r in records],
-                                  np.log(np.clip(probs, 1e-12, None)), class_curves=class_curves,
+                                  np.log(np.clip(probs, 1e-12, None)),
                                   durations=np.array([clip_duration(r) for r in records]), **(det_rule or {}))
     if gt_segments is not None and detections:
         missing = [r["video_id"] for r in records if r["video_id"] not in gt_segments]
@@ -76,3 +75,17 @@ def detection_baselines(detections: dict, durations: dict, gt: dict, scores: dic
                 for _ in range(draws)]
         out[kind] = {k: float(np.mean([m[k] for m in maps])) for k in maps[0]}
     return out
+
+
+def detection_lines(result: dict) -> list[str]:
+    """The printed summary of a result's detection: the model's class-agnostic mAP and each baseline's, one line
+    each, in the same tIoU columns."""
+    if "detection" not in result:
+        return []
+    rows = [("model", result["detection"])]
+    base = result.get("detection_baselines", {})
+    rows += [(f"{kind} ({base['span_length_s']:.2f} s)" if kind != "whole_clip" else kind, base[kind])
+             for kind in BASELINES if kind in base]
+    width = max(len(name) for name, _ in rows)
+    return [f"detection {name:<{width}}: " + " ".join(f"{k} {v:.3f}" for k, v in m.items())
+            for name, m in rows]

@@ -169,3 +169,11 @@ def test_model_selection_never_sees_the_test_split(tmp_path, monkeypatch):
     assert seen[-1][1] == test_ids
     for _, ids in seen[:-1]:
         assert ids and not ids & test_ids
+
+
+def test_cten_eval_seq_len_other_than_seq_len_stops_with_a_message(capsys):
+    import opts
+    with pytest.raises(SystemExit):
+        opts.parse_args(["--preset", "cten_demo", "--eval-seq-len", "8"])
+    assert "--eval-seq-len 8 must equal --seq-len 6" in capsys.readouterr().err
+    assert opts.parse_args(["--preset", "mbt_demo", "--eval-seq-len", "8"]).eval_seq_len == 8  # MBT has no W1

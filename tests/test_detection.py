@@ -183,13 +183,13 @@ def test_detect_batch_class_curves_read_the_predicted_class_and_fold():
     scores[0, 3, 0] = 5.0  # another class elsewhere, not the predicted one
     scores[1, 3, 1] = 5.0  # video b: class 1 in segment 3, which lies past the 3 s clip (loop-padded)
     contributions = scores.flip(1)  # a different curve, read only by source 'tcam'
-    curves = {"seg_scores": scores, "seg_logits": contributions}
+    curves = {**att, "seg_scores": scores, "seg_logits": contributions}
     logits = torch.tensor([[0.0, 0.0, 3.0], [0.0, 3.0, 0.0]])
     rule = dict(method="oic", oic=dict(upsample=1, nms_iou=0.0))
-    dets = detect_batch(att, times, ["a", "b"], logits, class_curves=curves, durations=[4.0, 3.0], **rule)
+    dets = detect_batch(curves, times, ["a", "b"], logits, durations=[4.0, 3.0], **rule)
     assert max(dets["a"], key=lambda d: d[2])[:2] == (1.0, 2.0) and dets["a"][0][3] == 2
     assert max(dets["b"], key=lambda d: d[2])[:2] == (0.0, 1.0)  # 3-4 s of padded time is 0-1 s of the clip
-    tcam = detect_batch(att, times, ["a", "b"], logits, class_curves=curves, source="tcam", **rule)
+    tcam = detect_batch(curves, times, ["a", "b"], logits, source="tcam", **rule)
     assert max(tcam["a"], key=lambda d: d[2])[:2] == (2.0, 3.0)  # segment 1 flipped is segment 2
     flat = detect_batch(att, times, ["a", "b"], logits, source="attention", **rule)
     assert [d[:2] for d in flat["a"]] == [(0.0, 4.0)]
@@ -221,7 +221,7 @@ def test_summarise_scores_baselines_with_the_same_map():
         records.append({"video_id": f"v{i}", "label": 0, "probs": np.array([0.9, 0.1]), "duration": dur,
                         "seg_times": _times(4, 1.0), "att_v": np.ones(4), "seg_scores": seg_scores})
     gt = {f"v{i}": [[p, p + 1.0]] for i, p in enumerate([1, 2, 0])}
-    out = summarise(records, ["x", "y"], torch.tensor([1.0, -1.0]), gt, curves=("att_v", "seg_scores"),
+    out = summarise(records, ["x", "y"], torch.tensor([1.0, -1.0]), gt, curves=("att_v",),
                     det_rule=dict(method="oic", oic=dict(upsample=1, nms_iou=0.0)))
     assert out["detection"]["mAP@0.5"] == pytest.approx(1.0)
     base = out["detection_baselines"]
@@ -229,3 +229,6 @@ def test_summarise_scores_baselines_with_the_same_map():
     assert base["whole_clip"]["mAP@0.3"] == 0.0 and base["whole_clip"]["mAP@0.2"] == pytest.approx(1.0)  # IoU 0.25
     assert base["centre_span"]["mAP@0.5"] == 0.0  # [1.5, 2.5] against [1, 2], [2, 3], [0, 1]
     assert 0.0 < base["random_span"]["mAP@0.1"] < 1.0
+    from core.evaluate import detection_lines
+    lines = detection_lines(out)
+    assert len(lines) == 4 and "model" in lines[0] and "mAP@0.5 1.000" in lines[0] and "whole_clip" in lines[1]

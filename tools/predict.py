@@ -229,12 +229,11 @@ def predict(model, method, sample: dict, labels: list, device: torch.device, rul
         out = method.predict(model, batch)
     logits = out["logits"].float().cpu()  # (1, C)
     probs = logits.softmax(dim=1)[0]
-    outputs = {c: out[c].float().cpu() for c in method.curve_names if c in out}
-    class_curves = {c: v for c, v in outputs.items() if c in CLASS_CURVES.values()}  # {name: (1, T, C)}
-    curves = {c: v for c, v in outputs.items() if c not in class_curves}  # {name: (1, T)}
+    # the method's curves (1, T) and the model's per-segment class curves (1, T, C), as the engine records them
+    outputs = {c: out[c].float().cpu() for c in (*method.curve_names, *CLASS_CURVES.values()) if c in out}
+    curves = {c: v for c, v in outputs.items() if c not in CLASS_CURVES.values()}  # drawn and written
     seg_times = sample["seg_times"]
-    detections = detect_batch(curves, seg_times[None], [sample["video_id"]], logits, class_curves=class_curves,
-                              **rule)[sample["video_id"]]
+    detections = detect_batch(outputs, seg_times[None], [sample["video_id"]], logits, **rule)[sample["video_id"]]
     order = probs.argsort(descending=True)[:max(1, top)].tolist()
     n_frames, fps = int(sample["n_frames"]), float(sample["fps"])
     sampled = [(s, e, sc) for s, e, sc, _ in detections]  # in seg_times' (loop-padded) time

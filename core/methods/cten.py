@@ -44,7 +44,7 @@ def source_segments(frame_indices: torch.Tensor, seg_bounds: torch.Tensor, keep:
 
 
 class CTENMethod:
-    curve_names = ("att_v", "att_a", "seg_scores", "seg_logits")  # seg_*: per-segment class scores, for detection  # seg_logits: per-segment class contributions, for detection
+    curve_names = ("att_v", "att_a")  # seg_logits: per-segment class contributions, for detection
 
     def __init__(self, criterion: Callable, erase: bool = True, theta: float = 0.7, rule: str = "joint",
                  views: str = "resample", reduction: str = "sum", erase_audio: bool = True,
