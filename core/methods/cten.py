@@ -263,8 +263,9 @@ class CTENRecipe(Recipe):
                                        "e.g. r3d101_KM_200ep.pth for kinetics_moments, resnet-101-kinetics.pth for "
                                        "kinetics400)"))
         if args.modalities != "v":
-            expected.append(WeightFlag("audio_weights", f"the torchvision ImageNet {args.audio_arch} state_dict "
-                                       f"(--audio-arch; e.g. {args.audio_arch}-*.pth from torchvision)"))
+            expected.append(WeightFlag("audio_weights", f"an ImageNet {args.audio_arch} state_dict in torchvision's "
+                                       "layout, matching --audio-arch (e.g. torchvision's resnet18-*.pth / "
+                                       "resnet50-*.pth)"))
         return expected
 
     def load_pretrained(self, model: CTEN, args) -> list:
