@@ -24,7 +24,7 @@ from core.plots import confusion_figure, timeline_figure
 from core.restore import checkpoint_record, load_trained
 from core.train import check_resume, fit
 from core.weights import check_expected_weights
-from datasets.annotations import class_polarity
+from datasets.annotations import run_polarity
 from datasets.errors import DataError
 from datasets.video_emotion import VideoEmotionDataset
 from models.pretrained import CheckpointError
@@ -112,7 +112,7 @@ def run(args) -> int:
     stages = recipe.stages(args)
     data = build_datasets(args, recipe, text=any(s.text for s in stages))
     labels = data["train"].labels
-    polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=ctx.device)
+    polarity = torch.tensor(run_polarity(labels, args.positive_classes, args.polarity_file), device=ctx.device)
     model = recipe.build_model(recipe.arch_of(args), len(labels))
     args.weights = recipe.load_pretrained(model, args)  # recorded in config.json, checkpoints and results.json
     args.counts = {name: len(ds) if ds is not None else 0 for name, ds in data.items()}
@@ -160,7 +160,7 @@ def evaluate_checkpoint(args, ctx: TrainContext) -> int:
     if test.labels != labels:
         raise ValueError(f"the checkpoint's classes {labels} differ from {args.annotation}'s {test.labels}; pass the "
                          "annotation file the model was trained on")
-    polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=ctx.device)
+    polarity = torch.tensor(run_polarity(labels, args.positive_classes, args.polarity_file), device=ctx.device)
     if ctx.dist.is_main:
         ctx.logger.run_dir.mkdir(parents=True, exist_ok=True)
         opts.save_config(args, ctx.logger.run_dir / "config.json")

@@ -84,14 +84,17 @@ OURS_NOTES = {
 def source(preset: str, method: str, option: str, value) -> str:
     """Where a preset value comes from."""
     if option == "annotation_name":
-        return SPLIT
+        return "CAER's train/validation/test folders via tools/caer_lists.py" if value == "caer.json" else SPLIT
     if preset.endswith("_demo"):
         return "[ours] demo: tiny network for the demo set on CPU (docs/mbt_demo.md, README)"
     family = "mbt" if method in ("mbt", "mart") else method
     if preset.endswith("_paper"):
         table = CTEN_PAPER
-        if option in ("val_fraction", "select"):
+        if option in ("val_fraction", "select") and value in (0.0, "last"):
             return PROTOCOL
+        if option in ("val_fraction", "select"):
+            return ("[ours] CAER's validation clips join training (tools/caer_lists.py); a 1/8 validation subset "
+                    "is carved, the share of CAER's train:val = 7:1 (spec/data.md, Datasets)")
         if option == "momentum":
             return "[ours] SGD momentum (the paper gives none)"
         if option == "audio_first_conv":

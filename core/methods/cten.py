@@ -183,6 +183,9 @@ class CTENRecipe(Recipe):
         "cten_ek6": dict(_OFFICIAL, annotation_name="ek6.json"),
         "cten_ve8_paper": dict(PAPER, annotation_name="ve8.json"),
         "cten_ek6_paper": dict(PAPER, annotation_name="ek6.json"),
+        # CAER (Table 1): the paper's setting; CAER's own validation clips join training (tools/caer_lists.py) and
+        # a validation subset of the same share (1/8 of train + val) is carved for selection [ours]
+        "cten_caer_paper": dict(PAPER, annotation_name="caer.json", val_fraction=0.125, select="val"),
         "cten_ve8_official": dict(OFFICIAL, annotation_name="ve8.json"),
         "cten_ek6_official": dict(OFFICIAL, annotation_name="ek6.json"),
     }
