@@ -102,14 +102,14 @@ def load_resnet3d(path: str | Path, model: nn.Module, check_input: bool = True, 
 
     With `check_input`, a file whose classifier width says which pixel scaling it was trained with (400 classes:
     `kinetics400`, 1039: `kinetics_moments`) must match the model's `input_preset`, since a wrong scaling fails
-    silently. Returns {'n_pretrain_classes', 'input_preset'} of the file (None when not recognisable) and what the
+    silently (the releases' own scaling, `official`, is accepted with any file). Returns {'n_pretrain_classes', 'input_preset'} of the file (None when not recognisable) and what the
     load did: {'kept', 'initialised', 'ignored'} (load_checked; ignored: file keys dropped).
     """
     state = strip_prefix(unwrap_state_dict(read_checkpoint(path, trusted), path), "module.")
     fc = state.get("fc.weight")
     n_classes = int(fc.shape[0]) if fc is not None else None
     preset = RESNET3D_FC_PRESETS.get(n_classes)
-    if check_input and preset is not None and preset != model.input_preset:
+    if check_input and preset is not None and model.input_preset not in (preset, "official"):
         raise CheckpointError(
             f"weight file {path} has a {n_classes}-way classifier, i.e. was trained with the '{preset}' input scaling, "
             f"but the backbone was built with '{model.input_preset}'; build it with input preset '{preset}' "

@@ -185,3 +185,27 @@ def test_results_and_config_record_weights_and_protocol(tiny_root, tmp_path):
     assert protocol["counts"] == {"train": 6, "val": 0, "test": 2} and protocol["select"] == "last"
     assert "whole training split" in protocol["selection"] and result["preset"] == "mbt_ve8"
     assert result["selected_epoch"] == 0
+
+
+def test_official_visual_scaling_runs_the_frozen_batchnorm_in_training_mode(tmp_path):
+    from models.resnet3d import ResNet3D
+    from models.pretrained import load_resnet3d
+    args = parse("--preset", "cten_ve8_official")
+    assert (args.visual_input, args.visual_bn) == ("official", "train")
+    net = ResNet3D(10, "official", frozen=True, bn_train=True)
+    moments = tmp_path / "km.pth"
+    save_kinetics_moments(moments, random_state(hara_layout(10, 1039, counters=True)))
+    load_resnet3d(moments, net)  # the releases feed their scaling to any checkpoint: accepted
+    before = net.bn1.running_mean.clone()
+    net.train()
+    assert all(not p.requires_grad for p in net.parameters()) and net.bn1.training and not net.training
+    with torch.no_grad():
+        net(torch.randint(0, 256, (2, 3, 2, 16, 16), dtype=torch.uint8))
+    assert not torch.equal(before, net.bn1.running_mean)  # running statistics follow the new input
+    net.eval()
+    assert not net.bn1.training
+    frozen = ResNet3D(10, "kinetics400", frozen=True)
+    frozen.train()
+    assert not frozen.bn1.training  # the default keeps the checkpoint's statistics
+    with pytest.raises(SystemExit):
+        parse("--preset", "cten_ve8_official", "--feature-cache", str(tmp_path))

@@ -48,7 +48,8 @@ CTEN_RELEASE = {
     "batch_size": (32, CTEN_TRAIN), "epochs": (100, CTEN_TRAIN), "seq_len": (16, CTEN_TRAIN),
     "snippet_duration": (16, CTEN_TRAIN), "sample_size": (112, CTEN_TRAIN),
     "visual_depth": (101, "CTEN release: 3D ResNet-101 (spec/cten.md, Pipeline 1)"),
-    "visual_input": ("kinetics_moments", "CTEN release: r3d101_KM_200ep.pth (spec/data.md, Checkpoints)"),
+    "visual_input": ("official", "CTEN release: x/255 - 100/255 into the frozen backbone (spec/data.md, Frames)"),
+    "visual_bn": ("train", "CTEN release: the frozen backbone's BatchNorm in training mode (spec/data.md, Frames)"),
     "audio_arch": ("resnet18", "CTEN release: ResNet-18 audio branch (spec/cten.md, Pipeline 1)"),
     "audio_first_conv": ("official", "CTEN release: 1-channel (7,1) conv, stride (2,1) (spec/cten.md, Pipeline 1)"),
     "audio_features": ("fbank", "CTEN release: Kaldi fbank (spec/data.md, Audio)"),
@@ -106,6 +107,9 @@ def source(preset: str, method: str, option: str, value) -> str:
                     "here " + PROTOCOL)
     if option in table and table[option][0] == value:
         return table[option][1]
+    if family == "cten" and option == "visual_input" and value == "kinetics_moments":
+        return ("[ours] the scaling r3d101_KM_200ep.pth (the release's checkpoint) was trained with; the release "
+                "feeds 'official' (spec/data.md, Frames)")
     if family == "mbt" and option == "batch_size" and not preset.endswith("_official"):
         return "[ours] real batches of 4, no accumulation (the release: 1 x 36, spec/mart.md)"
     if (family, option, value) in OURS_NOTES:

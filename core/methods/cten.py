@@ -147,6 +147,7 @@ class CTENArch:
     audio_arch: str
     audio_first_conv: str
     dropout: float
+    visual_bn: str = "eval"
 
 
 # Official CTEN settings (Adam 2e-4, wd 5e-4, batch 32, 100 epochs, T = 16 segments of 16 frames at 112 px).
@@ -163,7 +164,8 @@ PAPER = dict(_OFFICIAL, **PROTOCOL_PAPER, optimizer="sgd", momentum=0.9, seq_len
              nonlocal_init="identity", erase_rule="paper", erase_audio=True, loss_reduction="sum")
 # The release: Adam, T = 16, ResNet-18 audio on fbank, joint attention, its non-local init, erasing rule (audio not
 # erased) and mean loss.
-OFFICIAL = dict(_OFFICIAL, **PROTOCOL_PAPER, audio_first_conv="official", audio_features="fbank",
+OFFICIAL = dict(_OFFICIAL, **PROTOCOL_PAPER, visual_input="official", visual_bn="train", audio_first_conv="official",
+                audio_features="fbank",
                 temporal_attention="joint", nonlocal_init="official", erase_rule="official", erase_audio=False,
                 loss_reduction="mean")
 # The demo: tiny models that train on the built-in demo set in minutes on 2 CPU cores.
@@ -204,8 +206,13 @@ class CTENRecipe(Recipe):
                             "release, the spec); paper: Eq. 5's symbols U_v = S(Q_v, K_a) V_a, each stream queries "
                             "the other")
         g.add_argument("--visual-depth", type=int, default=101, choices=[10, 18, 34, 50, 101, 152, 200])
-        g.add_argument("--visual-input", choices=["kinetics400", "kinetics_moments"], default="kinetics_moments",
-                       help="input scaling the visual checkpoint was trained with")
+        g.add_argument("--visual-input", choices=["kinetics400", "kinetics_moments", "official"],
+                       default="kinetics_moments",
+                       help="input scaling the visual checkpoint was trained with; official: the releases' "
+                            "x/255 - 100/255 whatever the checkpoint (with --visual-bn train, as they run it)")
+        g.add_argument("--visual-bn", choices=["eval", "train"], default="eval",
+                       help="BatchNorm of the frozen 3D ResNet: eval (running statistics of the checkpoint) or "
+                            "train (the releases: batch statistics in training, running statistics updated)")
         g.add_argument("--visual-weights", default=None, help="3D ResNet Kinetics checkpoint (.pth)")
         g.add_argument("--audio-arch", choices=["resnet10", "resnet18", "resnet50"], default="resnet18",
                        help="resnet18: the official code; resnet50: the paper; resnet10: a small variant for demos")
@@ -236,6 +243,9 @@ class CTENRecipe(Recipe):
                             "crop/flip, or any")
 
     def validate(self, args) -> None:
+        if args.feature_cache and args.visual_bn == "train":
+            raise ValueError("--feature-cache holds features of the backbone in eval mode; --visual-bn train changes "
+                             "them every step: leave one of the two out")
         if args.eval_seq_len != args.seq_len:
             raise ValueError(f"CTEN's temporal attention (Eq. 7, W1: T x T) fixes T: --eval-seq-len "
                              f"{args.eval_seq_len} must equal --seq-len {args.seq_len}")
@@ -256,15 +266,17 @@ class CTENRecipe(Recipe):
                     inter=arch.inter and arch.modalities == "av", temporal_attention=arch.temporal_attention,
                     nonlocal_init=arch.nonlocal_init, inter_direction=arch.inter_direction,
                     visual_depth=arch.visual_depth, visual_input=arch.visual_input,
-                    audio_arch=arch.audio_arch, audio_first_conv=arch.audio_first_conv, dropout=arch.dropout)
+                    audio_arch=arch.audio_arch, audio_first_conv=arch.audio_first_conv, dropout=arch.dropout,
+                    visual_bn=arch.visual_bn)
 
     def expected_weights(self, args) -> list:
         expected = []
         if args.modalities != "a":
-            expected.append(WeightFlag("visual_weights", f"a 3D ResNet-{args.visual_depth} checkpoint trained with "
-                                       f"the '{args.visual_input}' input scaling (--visual-depth, --visual-input; "
-                                       "e.g. r3d101_KM_200ep.pth for kinetics_moments, resnet-101-kinetics.pth for "
-                                       "kinetics400)"))
+            scaling = ("any Kinetics checkpoint (the release: r3d101_KM_200ep.pth)" if args.visual_input == "official"
+                       else f"a checkpoint trained with the '{args.visual_input}' input scaling")
+            expected.append(WeightFlag("visual_weights", f"a 3D ResNet-{args.visual_depth} file, {scaling} "
+                                       "(--visual-depth, --visual-input; e.g. r3d101_KM_200ep.pth for "
+                                       "kinetics_moments, resnet-101-kinetics.pth for kinetics400)"))
         if args.modalities != "v":
             expected.append(WeightFlag("audio_weights", f"an ImageNet {args.audio_arch} state_dict in torchvision's "
                                        "layout, matching --audio-arch (e.g. torchvision's resnet18-*.pth / "
