@@ -23,7 +23,7 @@ from core.methods.base import StageContext
 from core.plots import confusion_figure, timeline_figure
 from core.restore import checkpoint_record, load_trained
 from core.train import check_resume, fit
-from core.weights import check_expected_weights
+from core.weights import check_expected_weights, file_record
 from datasets.annotations import run_polarity
 from datasets.errors import DataError
 from datasets.video_emotion import VideoEmotionDataset
@@ -155,6 +155,8 @@ def run(args) -> int:
 def evaluate_checkpoint(args, ctx: TrainContext) -> int:
     """--eval-only: the checkpoint's model (architecture from the checkpoint, data options from the flags)."""
     model, method, args, labels, state = load_trained(args.checkpoint, ctx.device, base=args)
+    # the evaluated file, then the pretrained files its training run started from (its config's record)
+    args.weights = [{"flag": "--checkpoint", **file_record(args.checkpoint)}] + state["config"].get("weights", [])
     recipe = methods.get(args.method)
     test = VideoEmotionDataset(**dataset_kwargs(args, recipe, "test", cache=feature_cache(args, recipe)))
     if test.labels != labels:

@@ -255,9 +255,10 @@ def torchrun_gloo(tiny_root, tmp_path, name, *extra):
 
 
 def test_mbt_with_two_processes_takes_several_steps(tiny_root, tmp_path):
-    # the video mask token is unused in supervised training: DDP stops at the 2nd step unless it is frozen there
+    # the video mask token is unused in supervised training: DDP stops at the 2nd step unless it is frozen there;
+    # with accumulation the first micro-step runs under no_sync
     proc = torchrun_gloo(tiny_root, tmp_path, "ddp_mbt", "--preset", "mbt_demo", "--method", "mbt", *MBT_TINY,
-                         "--epochs", "1")
+                         "--epochs", "1", "--accum-steps", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     preds = json.loads((tmp_path / "ddp_mbt" / "predictions.json").read_text())
     assert sorted(p["video_id"] for p in preds) == ["anger_4", "anger_5", "joy_4", "joy_5"]

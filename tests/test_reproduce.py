@@ -185,6 +185,12 @@ def test_results_and_config_record_weights_and_protocol(tiny_root, tmp_path):
     assert protocol["counts"] == {"train": 6, "val": 0, "test": 2} and protocol["select"] == "last"
     assert "whole training split" in protocol["selection"] and result["preset"] == "mbt_ve8"
     assert result["selected_epoch"] == 0
+    # --eval-only records the evaluated checkpoint, then the files its run started from
+    best = tmp_path / "run" / "best.pth"
+    assert run_main([*argv[:-4], "--eval-only", "--checkpoint", str(best), "--name", "eval"]) == 0
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert [w["flag"] for w in again["weights"]] == ["--checkpoint", "--videomae-weights"]
+    assert again["weights"][0]["sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
 
 
 def test_official_visual_scaling_runs_the_frozen_batchnorm_in_training_mode(tmp_path):
