@@ -4,8 +4,9 @@
 #   bash run.sh                 set up .venv, build + preprocess the demo set, train CTEN on it, evaluate
 #   bash run.sh mbt | mart      the same with the MART backbone alone (MBT), or MART stage 1 + 2
 #   bash run.sh test            set up .venv and run the test suite
-#   ROOT=/data/VE8 PRESET=cten_ve8 bash run.sh cten --visual-weights r3d101_KM_200ep.pth
-#   GPUS=2 ROOT=... PRESET=cten_ve8 bash run.sh cten ...      (torchrun, one process per GPU)
+#   ROOT=/data/VE8 PRESET=cten_ve8_official bash run.sh cten --visual-weights r3d101_KM_200ep.pth \
+#       --audio-weights resnet18-f37072fd.pth       (non-demo presets refuse to start without their weight files)
+#   GPUS=2 ROOT=... PRESET=cten_ve8_official bash run.sh cten ...   (torchrun, one process per GPU)
 #   NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host0 MASTER_PORT=29500 GPUS=8 ROOT=... bash run.sh mart ...
 #                                                             (several machines: run on each with its NODE_RANK)
 #
