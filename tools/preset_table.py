@@ -118,10 +118,16 @@ def source(preset: str, method: str, option: str, value) -> str:
     return f"[ours]{ref}"
 
 
+def project_presets() -> dict:
+    """{preset: values incl. 'method'} of the project's own recipes (core/methods/; not plug-ins or test recipes)."""
+    return {name: {**values, "method": r.name} for r in methods.recipes()
+            if type(r).__module__.startswith("core.methods.") for name, values in r.presets.items()}
+
+
 def preset_rows() -> list:
-    """[(preset, method, option, value, source)] over every registered preset, in registry order."""
+    """[(preset, method, option, value, source)] over every preset of the project's recipes, in registry order."""
     rows = []
-    for name, values in methods.presets().items():
+    for name, values in project_presets().items():
         method = values["method"]
         for option in sorted(k for k in values if k != "method"):
             rows.append((name, method, option, values[option], source(name, method, option, values[option])))
