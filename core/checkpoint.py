@@ -28,8 +28,13 @@ def save_checkpoint(path: Path, **parts) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(parts, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(parts, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError from its writer
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not write checkpoint {path} ({e}); free space on that disk (the previous {path.name} "
+                      "is intact) and resume with --resume") from None
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -50,6 +50,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from models.erasing import minmax_normalize
+
 COMBINE = ("min", "product", "mean", "visual", "audio")
 NORMALISE = ("minmax", "none")
 SCORE = ("mean", "max")
@@ -59,7 +61,6 @@ SOURCES = ("auto", "cas", "tcam", "attention")
 CLASS_CURVES = {"cas": "seg_scores", "tcam": "seg_logits"}  # source -> the model output it reads
 BASELINES = ("whole_clip", "random_span", "centre_span")
 MODALITY_SUFFIX = {"visual": "_v", "audio": "_a"}  # CTEN's att_v / att_a, MART's degree_v / degree_a
-CONSTANT_RTOL = 1e-6
 GAP_TOL = 1e-6  # seconds; absorbs float32 round-off of shared segment bounds
 
 
@@ -79,12 +80,9 @@ def _curve(att, what: str) -> np.ndarray:
 
 
 def minmax_normalise(att) -> np.ndarray:
-    """(T,) -> (T,) float64 in [0, 1]: (a - min) / (max - min) (CTEN Eq. 8); a constant curve -> ones."""
-    a = _curve(att, "minmax_normalise")
-    lo, hi = a.min(), a.max()
-    if hi - lo <= CONSTANT_RTOL * np.abs(a).max():
-        return np.ones_like(a)
-    return (a - lo) / (hi - lo)
+    """(T,) -> (T,) float64 in [0, 1]: CTEN Eq. 8 by models/erasing.py `minmax_normalize` (the one rule, a
+    constant curve -> ones), on a checked finite curve."""
+    return minmax_normalize(torch.from_numpy(_curve(att, "minmax_normalise"))).numpy()
 
 
 def combine_attention(curves: Mapping, how: str = "min") -> np.ndarray:

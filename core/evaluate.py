@@ -22,9 +22,9 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
     out["confusion"] = confusion_matrix(probs, y, len(labels)).tolist()
     out["labels"] = list(labels)
     present = [c for c in curves if c in records[0]]
-    out["curves"] = present
     class_curves = {c: np.stack([r[c] for r in records]) for c in present if c in CLASS_CURVES.values()}
     attention = [c for c in present if c not in class_curves]
+    out["curves"] = attention  # the per-segment (T,) curves the timelines draw
     detections = {}
     if attention:
         detections = detect_batch({c: np.stack([r[c] for r in records]) for c in attention},

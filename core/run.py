@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     args = opts.parse_args(argv)
     try:
         return run(args)
-    except (DataError, CheckpointError, FileNotFoundError, NonFiniteLoss, ValueError) as e:
+    except (DataError, CheckpointError, OSError, NonFiniteLoss, ValueError) as e:
         if os.environ.get("VEA_DEBUG"):
             raise
         print(f"error: {e}\n(set VEA_DEBUG=1 for the traceback)", file=sys.stderr)
@@ -129,27 +129,32 @@ def run(args) -> int:
     for w in args.weights:
         ctx.logger.print(f"weights {w['flag']} {w['path']} sha256 {w['sha256'][:12]}: kept {w.get('kept', '-')}, "
                          f"initialised {len(w.get('initialised', []))}, ignored {len(w.get('ignored', []))}")
-    best, stage_dir = None, run_dir
-    for i, stage in enumerate(stages):
-        stage_dir = run_dir / stage.name
-        if i > 0:
-            ctx.logger = RunLogger(stage_dir, enabled=ctx.dist.is_main)
-        trained = stage.model(model)
-        if not (stage.handoff and (stage_dir / "done").is_file()):  # a finished earlier stage is not retrained
-            make_method = lambda ema: stage.method(args, StageContext(polarity, data["train"], ema, stage.epochs))  # noqa: E731
-            best = fit(args, trained, make_method, data, polarity, ctx, stage_dir, stage.epochs,
-                       select=stage.select and args.select == "val",
-                       record=checkpoint_record(args, recipe, labels, stage.name))
-        if stage.handoff:
-            selected = ckpt.load_checkpoint(stage_dir / "best.pth")
-            stage.handoff(model, selected["model"], stage_dir / "best.pth")
-
+    stage_dir, best = train_stages(args, recipe, stages, model, data, polarity, ctx, run_dir)
     selected = ckpt.load_checkpoint(stage_dir / "best.pth")
     ckpt.load_model_state(model, selected["model"], stage_dir / "best.pth")
     issues = {name: ds.counts() for name, ds in data.items() if ds is not None and name != "test"}
     return report_test(args, model.to(ctx.device), recipe.predictor(args, polarity), data["test"], labels, polarity,
                        ctx, selected_epoch=selected["epoch"], best_val=best["acc"] if best else None,
                        data_issues=issues)
+
+
+def train_stages(args, recipe, stages: list, model, data: dict, polarity, ctx, run_dir: Path) -> tuple:
+    """Each stage in turn around `model`, in its sub-folder; a finished stage before the last is not retrained,
+    and its selected weights are handed to the next. -> (the last stage's folder, its {'acc', 'epoch'} or None)."""
+    best, stage_dir = None, run_dir
+    for i, stage in enumerate(stages):
+        stage_dir = run_dir / stage.name
+        if i > 0:
+            ctx.logger = RunLogger(stage_dir, enabled=ctx.dist.is_main)
+        if not (stage.handoff and (stage_dir / "done").is_file()):
+            make_method = lambda ema: stage.method(args, StageContext(polarity, data["train"], ema, stage.epochs))  # noqa: E731
+            best = fit(args, stage.model(model), make_method, data, polarity, ctx, stage_dir, stage.epochs,
+                       select=stage.select and args.select == "val",
+                       record=checkpoint_record(args, recipe, data["train"].labels, stage.name))
+        if stage.handoff:
+            selected = ckpt.load_checkpoint(stage_dir / "best.pth")
+            stage.handoff(model, selected["model"], stage_dir / "best.pth")
+    return stage_dir, best
 
 
 def evaluate_checkpoint(args, ctx: TrainContext) -> int:

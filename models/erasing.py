@@ -22,15 +22,20 @@ unchanged so callers can count such fallbacks.
 import torch
 
 
-def minmax_normalize(att: torch.Tensor) -> torch.Tensor:
-    """(..., T) -> (..., T), Eq. 8: (A - min) / (max - min) over T.
+FLAT_RTOL = 1e-6  # a curve whose span is at most this share of its largest magnitude counts as constant
 
-    A constant attention (max == min) maps to all ones: every segment equals the maximum, and a segment equal to
-    the maximum always maps to 1. Never NaN.
+
+def minmax_normalize(att: torch.Tensor) -> torch.Tensor:
+    """(..., T) -> (..., T), Eq. 8: (A - min) / (max - min) over T. The project's one min-max normalisation
+    (erasing here, detection in core/detection.py).
+
+    A constant attention (max - min <= FLAT_RTOL * max |A|, float noise included) maps to all ones: every segment
+    equals the maximum, and a segment equal to the maximum always maps to 1. Never NaN.
     """
     lo = att.amin(dim=-1, keepdim=True)
     span = att.amax(dim=-1, keepdim=True) - lo
-    return torch.where(span > 0, (att - lo) / span.clamp_min(torch.finfo(att.dtype).tiny), torch.ones_like(att))
+    flat = span <= FLAT_RTOL * att.abs().amax(dim=-1, keepdim=True)
+    return torch.where(flat, torch.ones_like(att), (att - lo) / span.clamp_min(torch.finfo(att.dtype).tiny))
 
 
 ERASE_RULES = ("joint", "paper", "official")

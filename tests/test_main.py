@@ -143,6 +143,11 @@ def test_eval_only_with_a_foreign_checkpoint_is_a_clear_error(tiny_root, tmp_pat
     assert run_main(argv(tiny_root, tmp_path, "e", "--eval-only", "--checkpoint", str(bad))) == 2
     err = capsys.readouterr().err
     assert "does not fit the model" in err and "nope" in err
+    bare = tmp_path / "bare.pth"  # a state_dict saved on its own
+    torch.save({"head.weight": torch.zeros(2, 2)}, bare)
+    assert run_main(argv(tiny_root, tmp_path, "e2", "--eval-only", "--checkpoint", str(bare))) == 2
+    err = capsys.readouterr().err
+    assert "not a best.pth" in err and str(bare) in err and "Traceback" not in err
 
 
 def test_missing_frames_folder_is_a_clear_error(tmp_path, capsys):
@@ -220,7 +225,7 @@ def test_mbt_steps_on_a_fixed_batch_lower_the_loss_and_the_ema_follows(tiny_root
     batch = collate_samples([data["train"][i] for i in range(4)])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(10):
+    for _ in range(15):
         loss, logs = method.train_step(model, batch, 0)
         optimizer.zero_grad()
         loss.backward()

@@ -66,3 +66,20 @@ def test_official_mbt_options_reach_the_model():
     default = build_model(opts.parse_args(["--preset", "mbt_demo"]), 8)
     assert default.video.cfg.mean != model.video.cfg.mean
     assert all(p.requires_grad for p in default.audio.parameters())
+
+
+def test_a_failed_checkpoint_write_leaves_no_temp_file_and_names_the_fix(tmp_path, monkeypatch):
+    path = tmp_path / "last.pth"
+    ckpt.save_checkpoint(path, epoch=1)
+
+    def full_disk(obj, f):
+        open(f, "wb").write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file: "
+                           "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="could not write checkpoint .*last.pth.*No space left.*--resume"):
+        ckpt.save_checkpoint(path, epoch=2)
+    assert not (tmp_path / "last.pth.tmp").exists()
+    monkeypatch.undo()
+    assert ckpt.load_checkpoint(path)["epoch"] == 1  # the previous checkpoint is intact

@@ -129,7 +129,8 @@ def test_predict_end_to_end_agrees_with_main(demo_run, tmp_path, capsys):
 def test_detection_options_and_last_checkpoint(demo_run, tmp_path, capsys):
     vid = demo_run["test_ids"][1]
     assert run_predict(demo_run["videos"][vid], "--checkpoint", demo_run["run"] / "last.pth", "--out", tmp_path,
-                       "--det-threshold", "1.5", "--top", "1") == 0  # last.pth: class names from the annotation
+                       "--det-method", "threshold", "--det-threshold", "1.5", "--top", "1") == 0  # last.pth: class names
+    # from the annotation
     record = json.loads((tmp_path / f"{vid}.json").read_text())
     assert record["segments"] == [] and record["detection_rule"]["threshold"] == 1.5
     assert len(record["top"]) == 1 and "none" in capsys.readouterr().out
@@ -139,7 +140,7 @@ def test_detection_options_and_last_checkpoint(demo_run, tmp_path, capsys):
 def test_short_mute_video_gets_silence_and_segments_in_its_own_time(demo_run, tmp_path, capsys):
     clip = write_video_only(tmp_path / "mute.avi", n=3, size=24)  # 3 frames at 10 fps < T x L = 4: loop-padded
     assert run_predict(clip, "--checkpoint", demo_run["run"] / "best.pth", "--out", tmp_path,
-                       "--det-threshold", "0") == 0  # every segment is emotional
+                       "--det-method", "threshold", "--det-threshold", "0") == 0  # every segment is emotional
     record = json.loads((tmp_path / "mute.json").read_text())
     assert record["sources"]["audio"] == "silence" and "silence" in record["warnings"][0]
     assert "warning:" in capsys.readouterr().err and record["n_frames"] == 3
@@ -188,11 +189,18 @@ def bad_videos(tmp: Path) -> dict:
     (tmp / "corrupt.mp4").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
     return {"missing": (tmp / "absent.mp4", "not found"),
             "corrupt": (tmp / "corrupt.mp4", "cannot read"),
-            "audio_only": (write_audio(tmp / "speech.wav", tone(0.5)), "no video stream"),
-            "one_frame": (write_video_only(tmp / "short.avi", n=1), "too short: 1 frame(s)")}
+            "audio_only": (write_audio(tmp / "speech.wav", tone(0.5)), "no video stream")}
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "audio_only", "one_frame"])
+def test_a_video_shorter_than_one_snippet_is_looped_as_in_training(demo_run, tmp_path, capsys):
+    clip = write_video_only(tmp_path / "short.avi", n=1)
+    assert run_predict(clip, "--checkpoint", demo_run["run"] / "best.pth", "--out", tmp_path) == 0
+    record = json.loads((tmp_path / "short.json").read_text())
+    assert record["n_frames"] == 1 and any("shorter than one snippet" in w for w in record["warnings"])
+    assert "shorter than one snippet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "audio_only"])
 def test_bad_video_is_a_clear_error(demo_run, tmp_path, capsys, case):
     path, message = bad_videos(tmp_path)[case]
     assert run_predict(path, "--checkpoint", demo_run["run"] / "best.pth", "--out", tmp_path / "out") == 2
@@ -230,3 +238,20 @@ def test_transcript_comes_from_srt_then_sidecar_then_speech_recognition(demo_run
     assert predict.find_cues(bare) == ([], None)
     cues, source = predict.find_cues(bare, asr="pocketsphinx", wave=predict.decode_wave(bare))
     assert source == "pocketsphinx" and all(c.end <= DURATION + 0.1 for c in cues)
+
+
+def test_same_named_videos_never_overwrite_each_other(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    a, b = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
+    for video in (a, b):
+        video.parent.mkdir()
+        video.write_bytes(b"x")
+    first = predict.output_path(out, a)
+    assert first == out / "clip.json"
+    first.write_text(json.dumps({"source": str(a.resolve())}))
+    assert predict.output_path(out, a) == first  # the same input is rewritten in place
+    second = predict.output_path(out, b)
+    assert second == out / "clip_2.json"
+    second.write_text(json.dumps({"source": str(b.resolve())}))
+    assert predict.output_path(out, b) == second and predict.output_path(out, a) == first

@@ -51,8 +51,8 @@ RANDOM_WEIGHTS = "backbone_random_init.pth"
 FEATURE_FIELDS = ("dataset_root", "frames_dir", "backbone_sha256", "backbone_state_sha256", "depth", "input_preset",
                   "snippet_duration", "sample_size", "stride", "views", "feature_dim", "amp", "dtype")
 def parse_args(argv=None) -> argparse.Namespace:
-    """main.py's options (the data root, the backbone flags, --preset, --workers, --device, --amp, ...) plus this
-    tool's own group."""
+    """main.py's options (the data root, the backbone flags, --preset, --workers, --device, --amp, --overwrite: here,
+    discard an existing cache in --out made with other settings, ...) plus this tool's own group."""
     p = opts.build_parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("feature extraction")
     g.add_argument("--out", required=True, help="cache folder (created; resumed when it holds a matching manifest)")
@@ -63,8 +63,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                   "centre, top-left, top-right, bottom-left, bottom-right")
     g.add_argument("--chunk", type=int, default=16, help="grid snippets per loader item; the backbone sees crops x "
                                                          "chunk clips at once (default 16)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="discard an existing cache in --out made with other settings")
     p.set_defaults(amp="none")  # float32 features unless --amp is asked for
     args = opts.parse_args(argv, parser=p)
     for name in ("stride", "chunk", "snippet_duration", "sample_size"):

@@ -355,6 +355,66 @@ def case_nan_audio(work: Path) -> Outcome:
     return Outcome("DataError naming nan.wav", observed, observed.startswith("nan.wav: ") and "NaN" in observed)
 
 
+def random_checkpoint(work: Path, labels: list) -> Path:
+    """A CTEN checkpoint as main.py writes them (random weights, demo-size architecture) for tools/predict.py."""
+    import opts
+    from core import checkpoint as ckpt
+    from core import methods
+    from core.restore import checkpoint_record
+
+    args = opts.parse_args(["--preset", "cten_demo", "--root", str(work), "--positive-classes", labels[-1]])
+    recipe = methods.get(args.method)
+    model = recipe.build_model(recipe.arch_of(args), len(labels))
+    path = work / "best.pth"
+    ckpt.save_checkpoint(path, model=model.state_dict(), epoch=0, **checkpoint_record(args, recipe, labels, ""))
+    return path
+
+
+def peak_rss_mb(cmd: list[str]) -> tuple[float, int]:
+    """Runs cmd; -> (its peak resident memory in MB, exit status)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024, proc.returncode
+
+
+def case_predict_memory(work: Path) -> Outcome:
+    """tools/predict.py on a 10-minute clip peaks within 2x of a 6-second one (frames are not all kept)."""
+    ckpt = random_checkpoint(work, ["Anger", "Joy"])
+    peaks = {}
+    for name, seconds in (("short", 6), ("long", 600)):
+        clip = work / f"{name}.mp4"
+        write_clip(clip, seconds, fps=30, size=(160, 120))
+        peaks[name], rc = peak_rss_mb([sys.executable, "tools/predict.py", str(clip), "--checkpoint", str(ckpt),
+                                       "--out", str(work / "out"), "--device", "cpu"])
+        if rc != 0:
+            return Outcome("exit 0", f"{name}: exit {rc}", False)  # run it by hand to see the message
+    ratio = peaks["long"] / peaks["short"]
+    return Outcome("10-min peak <= 2x 6-s peak", f"6 s: {peaks['short']:.0f} MB, 10 min: {peaks['long']:.0f} MB "
+                   f"({ratio:.2f}x)", ratio <= 2.0)
+
+
+def case_run_directory(work: Path) -> Outcome:
+    """A second training run of the same name, and --resume with a changed lr, are refused; nothing is rewritten."""
+    data = tiny_dataset(work)
+    base = [sys.executable, "main.py", "--preset", "cten_demo", "--root", str(data), "--annotation",
+            str(data / "ve8.json"), "--seq-len", "2", "--snippet-duration", "2", "--sample-size", "16",
+            "--batch-size", "2", "--workers", "0", "--val-fraction", "0", "--epochs", "1", "--no-progress",
+            "--positive-classes", "Joy", "--output", str(work / "runs"), "--name", "r", "--vis-videos", "0"]
+    first = run_cmd(base)
+    if first.returncode != 0:
+        return Outcome("a first run", f"first run: exit {first.returncode}: {first.stderr.strip()[-100:]}", False)
+    last = (work / "runs" / "r" / "last.pth").read_bytes()
+    again = run_cmd(base)
+    changed = run_cmd(base + ["--resume", "--lr", "0.5"])
+    kept = (work / "runs" / "r" / "last.pth").read_bytes() == last
+    ok = (first.returncode == 0 and again.returncode == 2 and "already holds a run" in again.stderr
+          and changed.returncode == 2 and "--lr" in changed.stderr and kept)
+    return Outcome("rerun and changed --resume: exit 2, files kept",
+                   f"first {first.returncode}, rerun {again.returncode}, resume --lr {changed.returncode}, "
+                   f"last.pth {'kept' if kept else 'changed'}", ok)
+
+
 CASES: dict[str, Callable[[Path], Outcome]] = {
     "preprocess SIGKILL --workers 2": lambda w: case_killed_preprocess(w, signal.SIGKILL),
     "preprocess SIGTERM --workers 2": lambda w: case_killed_preprocess(w, signal.SIGTERM),
@@ -367,6 +427,8 @@ CASES: dict[str, Callable[[Path], Outcome]] = {
     "sidecar garbage, cue past end": case_sidecar,
     "short video, audio hint": case_loader_messages,
     "NaN in audio": case_nan_audio,
+    "run directory reused, --resume changed": case_run_directory,
+    "10-min clip, predict memory": case_predict_memory,
 }
 
 
@@ -379,7 +441,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     names = list(CASES)
     chosen = [names[int(i) - 1] for i in args.only.split(",")] if args.only else names
     if args.skip_long:
-        chosen = [n for n in chosen if not n.startswith("10-min")]
+        chosen = [n for n in chosen if not n.startswith("10-min")]  # the two 10-minute clips
     rows = []
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         base = args.work or Path(tmp)

@@ -6,22 +6,22 @@
 The video is decoded in memory with PyAV (nothing but the outputs is written) into the inputs the evaluation
 loader (datasets/video_emotion.py) builds from `python tools/preprocess` output, with the checkpoint's T
 (eval_seq_len), L (snippet_duration) and S (sample_size):
-  frames    every decoded frame, turned upright and resized to a short side of --short-side pixels with the
-            area filter, as preprocess extracts them (default: the short side the checkpoint's data root was
-            preprocessed with, read from its .preprocess records when that root is here, else 240, preprocess's
-            default); then as the loader reads a JPEG: the power-of-two reduction of PIL's JPEG draft and the
-            centre square resized to S. There is no JPEG round trip, so pixels differ from the dataset's by the
-            JPEG loss. Memory: n_frames x S x S x 3 bytes (about 38 KB a frame at S = 112).
-  sampling  TSN, the centred snippet of each of the T segments (loop-padded below T x L frames); the frame rate
-            is the stream's average rate, seg_times = segment bounds / fps.
+  frames    the frames on preprocess's constant-rate timeline (tools/preprocess/video.py `decode_on_timeline`:
+            frame k is the one on screen k / fps after the first), turned upright and resized to a short side of
+            --short-side pixels with the area filter, as preprocess extracts them (default: the short side the
+            checkpoint's data root was preprocessed with, read from its .preprocess records when that root is
+            here, else 240, preprocess's default); then as the loader reads a JPEG: the power-of-two reduction
+            of PIL's JPEG draft and the centre square resized to S. There is no JPEG round trip, so pixels differ
+            from the dataset's by the JPEG loss. Two passes over the file: one counts the frames, one keeps the
+            T x L sampled ones, so memory does not grow with the video's length.
+  sampling  TSN, the centred snippet of each of the T segments (loop-padded below T x L frames, as the loader
+            does, with a warning below one snippet); seg_times = segment bounds / fps.
   audio     the first audio stream mixed down to mono at 16 kHz (as preprocess writes it), then the loader's
             per-segment fbank windows (datasets/audio.py). When the model uses audio, a video without an audio
             stream (or without decodable samples) gets silence, with a warning.
   text      methods with a stage that reads transcripts (MART) only, reported per segment (no model reads text
             at inference): --srt, else the sidecar VIDEO.srt, else an embedded text subtitle stream, else speech
             recognition (--asr, default none). Other checkpoints ignore --srt and --asr.
-Too short: a video that decodes to fewer frames than one snippet (L frames) is refused, although the loader would
-loop-pad it, because no segment of it holds L distinct consecutive frames.
 
 The model is rebuilt from the checkpoint's method and architecture options (core/restore.py, as --eval-only does)
 and loaded strictly. The console shows the top emotions and the emotional segments in seconds, found by the documented rule
@@ -49,7 +49,7 @@ if __package__ in (None, ""):
 
 import opts  # noqa: E402
 from core import methods  # noqa: E402
-from core.detection import detect_batch  # noqa: E402
+from core.detection import CLASS_CURVES, detect_batch, fold_detections  # noqa: E402
 from core.engine import to_device  # noqa: E402
 from core.plots import timeline_figure  # noqa: E402
 from datasets.errors import DataError  # noqa: E402
@@ -61,7 +61,7 @@ from datasets.video_emotion import collate_samples  # noqa: E402
 from tools.preprocess.asr import check_engine, transcribe  # noqa: E402
 from tools.preprocess.audio import decode_audio  # noqa: E402
 from tools.preprocess.subtitles import embedded_subtitles, read_sidecar  # noqa: E402
-from tools.preprocess.video import REENCODE_FIX, decode_stream, frame_rate, open_media, upright_image  # noqa: E402
+from tools.preprocess.video import REENCODE_FIX, decode_on_timeline, upright_image  # noqa: E402
 
 DEFAULT_SHORT_SIDE = 240  # tools/preprocess --short-side default
 DRAFT_SCALES = (8, 4, 2, 1)  # the reductions PIL's JPEG draft can apply
@@ -90,32 +90,33 @@ def loader_view(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(apply_spatial_aug(img, torch.tensor(IDENTITY_AUG), size))
 
 
-def decode_frames(path, sample_size: int, short_side: int = DEFAULT_SHORT_SIDE) -> tuple:
-    """Every frame of the first video stream as the loader sees it -> (uint8 (N, S, S, 3), fps).
+def scan_video(path) -> tuple:
+    """Frame count and rate of the first video stream on preprocess's constant-rate timeline
+    (tools/preprocess/video.py `decode_on_timeline`), decoding without keeping a frame -> (n_frames, fps).
+    Decoding problems are warnings; a file without a video stream or a decodable frame raises DataError."""
+    n_frames, fps, notes = decode_on_timeline(Path(path), lambda frame, repeat: None)
+    for note in notes:
+        warnings.warn(f"{path}: {note}", PredictWarning)
+    return n_frames, round(fps, 6)  # as preprocess writes the fps file
 
-    Packets that fail to decode are skipped (a warning), as preprocess does. A missing, empty or unreadable file,
-    one without a video stream or without a decodable frame, raises DataError naming it.
-    """
-    path = Path(path)
-    frames = []  # (S, S, 3) each
-    with open_media(path) as container:
-        if not container.streams.video:
-            raise DataError(path, "no video stream (audio-only or not a video file)", "pass a video file")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        _, bad_packets, cut_short = decode_stream(container, stream, path, lambda frame: frames.append(
-            loader_view(upright_image(frame, short_side), sample_size)))
-        if cut_short:
-            warnings.warn(f"{path}: video stream cut short after {len(frames)} frames ({cut_short})", PredictWarning)
-        if not frames:
-            raise DataError(path, "the video stream has no decodable frame", REENCODE_FIX)
-        if bad_packets:
-            warnings.warn(f"{path}: {bad_packets} video packets failed to decode and were skipped", PredictWarning)
-        duration_s = float(stream.duration * stream.time_base) if stream.duration else 0.0
-        fps = round(frame_rate(stream, len(frames), duration_s), 6)  # as preprocess writes the fps file
-    if fps <= 0:
-        raise DataError(path, "the frame rate is unknown (no rate and no duration in the file)", REENCODE_FIX)
-    return np.stack(frames), fps
+
+def read_timeline_frames(path, wanted, sample_size: int, short_side: int = DEFAULT_SHORT_SIDE) -> dict:
+    """The timeline frames `wanted` (indices) as the loader sees their JPEGs -> {index: uint8 (S, S, 3)}; one
+    pass over the file holding only those frames, so memory does not grow with the video's length."""
+    wanted, frames, k = set(int(i) for i in wanted), {}, 0
+
+    def keep(frame, repeat):
+        nonlocal k
+        if k in wanted:
+            frames[k] = loader_view(upright_image(frame, short_side), sample_size)
+        k += 1
+
+    decode_on_timeline(Path(path), keep)
+    missing = wanted - frames.keys()
+    if missing:
+        raise DataError(path, f"the second decoding pass gave {k} frames, fewer than the first; frame(s) "
+                        f"{sorted(missing)[:5]} are missing", REENCODE_FIX)
+    return frames
 
 
 def decode_wave(path) -> Optional[torch.Tensor]:
@@ -158,18 +159,20 @@ def load_video_inputs(path, spec: SampleSpec, short_side: int = DEFAULT_SHORT_SI
     same datasets/sample.py `build_sample`, without 'label' and 'index' (the file has neither), plus 'sources':
     {'audio': 'stream' | 'silence' | None, 'transcript': 'srt' | 'sidecar' | 'embedded' | <asr engine> | None}.
 
-    Raises DataError (a ValueError naming the file and the fix) for a file that cannot be used, including one
-    shorter than snippet_duration frames.
+    Raises DataError (a ValueError naming the file and the fix) for a file that cannot be used; one shorter than
+    snippet_duration frames is looped like the loader does, with a warning.
     """
     path = Path(path)
-    frames, fps = decode_frames(path, spec.sample_size, short_side)  # (N, S, S, 3)
-    n_frames = frames.shape[0]
-    L = spec.snippet_duration
-    if n_frames < L:
-        raise DataError(path, f"too short: {n_frames} frame(s), fewer than one snippet of {L} frames",
-                        f"pass a video of at least {L} frames ({L / fps:.2f} s here)")
-    frames = torch.from_numpy(frames)
-    read_visual = lambda fi, aug, g: {"video": frames[fi].permute(0, 4, 1, 2, 3).contiguous()}  # noqa: E731
+    n_frames, fps = scan_video(path)
+    if n_frames < spec.snippet_duration:  # the loader accepts it too (counted in its report)
+        warnings.warn(f"{path}: {n_frames} frame(s), shorter than one snippet of {spec.snippet_duration} frames; "
+                      "its frames are looped, as in training", PredictWarning)
+
+    def read_visual(fi, aug, g):  # (T, L) -> uint8 (T, 3, L, S, S), only the sampled frames decoded and kept
+        frames = read_timeline_frames(path, fi.flatten().tolist(), spec.sample_size, short_side)
+        video = torch.from_numpy(np.stack([frames[int(i)] for i in fi.flatten()]))  # (T * L, S, S, 3)
+        return {"video": video.view(*fi.shape, *video.shape[1:]).permute(0, 4, 1, 2, 3).contiguous()}
+
     wave = decode_wave(path) if with_audio or (with_text and asr != "none") else None  # (N,) or None
     sources = {"audio": None, "transcript": None}
     if with_audio:
@@ -204,21 +207,10 @@ def preprocessed_short_side(root) -> Optional[int]:
 
 
 def fold_segments(segments, duration: float) -> list:
-    """Detections in the loop-padded time of seg_times -> the clip's own time [0, duration].
-
-    A clip shorter than T x L frames is loop-padded, so time t past the duration shows the clip at t mod duration
-    (datasets/video_emotion.py). Each (start, end, score) is shifted into [0, duration) and split where it wraps
-    (one at least the duration long covers the clip); overlapping or touching results merge, keeping the highest
-    score. Returns [(start, end, score)] by start time.
-    """
-    pieces = []
-    for start, end, score in segments:
-        if end - start >= duration:
-            pieces.append((0.0, duration, score))
-            continue
-        s = start % duration
-        e = s + (end - start)
-        pieces += [(s, min(e, duration), score)] + ([(0.0, e - duration, score)] if e > duration else [])
+    """Detections in the loop-padded time of seg_times -> the clip's own time [0, duration] (core/detection.py
+    `fold_detections`), overlapping or touching pieces merged, keeping the highest score. -> [(start, end, score)]
+    by start time."""
+    pieces = fold_detections(segments, duration)
     merged = []
     for s, e, score in sorted(p for p in pieces if p[1] - p[0] > 1e-6):  # no float32 round-off slivers
         if merged and s <= merged[-1][1] + 1e-6:
@@ -237,9 +229,12 @@ def predict(model, method, sample: dict, labels: list, device: torch.device, rul
         out = method.predict(model, batch)
     logits = out["logits"].float().cpu()  # (1, C)
     probs = logits.softmax(dim=1)[0]
-    curves = {c: out[c].float().cpu() for c in method.curve_names if c in out}  # {name: (1, T)}
+    outputs = {c: out[c].float().cpu() for c in method.curve_names if c in out}
+    class_curves = {c: v for c, v in outputs.items() if c in CLASS_CURVES.values()}  # {name: (1, T, C)}
+    curves = {c: v for c, v in outputs.items() if c not in class_curves}  # {name: (1, T)}
     seg_times = sample["seg_times"]
-    detections = detect_batch(curves, seg_times[None], [sample["video_id"]], logits, **rule)[sample["video_id"]]
+    detections = detect_batch(curves, seg_times[None], [sample["video_id"]], logits, class_curves=class_curves,
+                              **rule)[sample["video_id"]]
     order = probs.argsort(descending=True)[:max(1, top)].tolist()
     n_frames, fps = int(sample["n_frames"]), float(sample["fps"])
     sampled = [(s, e, sc) for s, e, sc, _ in detections]  # in seg_times' (loop-padded) time
@@ -272,6 +267,22 @@ def draw(record: dict, sample: dict, labels: list, path) -> np.ndarray:
                            [(s["start"], s["end"], s["score"]) for s in record["sampled_segments"]], (),
                            record["pred"], "(unlabelled)", probs=np.array([record["probs"][c] for c in labels]),
                            class_names=labels, title=record["video"], path=path)
+
+
+def output_path(out: Path, video: Path) -> Path:
+    """OUT/<stem>.json, or OUT/<stem>_2.json, _3, ... when that name already holds another input's result (two
+    videos of one name from different folders never overwrite each other; the same input is rewritten)."""
+    source = str(video.resolve())
+    for k in range(1, 10 ** 6):
+        path = out / (f"{video.stem}.json" if k == 1 else f"{video.stem}_{k}.json")
+        if not path.is_file():
+            return path
+        try:
+            if json.loads(path.read_text()).get("source") == source:
+                return path
+        except (OSError, ValueError):
+            continue
+    raise OSError(f"{out} holds too many results named {video.stem}*.json; pass another --out")
 
 
 def summary(record: dict) -> str:
@@ -346,13 +357,15 @@ def run(cli: argparse.Namespace) -> int:
     notes = [str(w.message) for w in caught]
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
-    record = {"video": cli.video.name, "checkpoint": str(cli.checkpoint), "method": args.method, "labels": labels,
+    record = {"video": cli.video.name, "source": str(cli.video.resolve()), "checkpoint": str(cli.checkpoint),
+              "method": args.method, "labels": labels,
               "reads_text": with_text,
               "short_side": short_side,
               **predict(model, method, sample, labels, device, opts.detection_rule(args), cli.top),
               "warnings": notes}
     cli.out.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = cli.out / f"{cli.video.stem}.json", cli.out / f"{cli.video.stem}.png"
+    json_path = output_path(cli.out, cli.video)
+    png_path = json_path.with_suffix(".png")
     json_path.write_text(json.dumps(record, indent=1))
     draw(record, sample, labels, png_path)
     print(summary(record))
