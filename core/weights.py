@@ -29,7 +29,7 @@ def check_expected_weights(expected, args) -> None:
         return
     missing = missing_weights(expected, args)
     if missing:
-        lines = "; ".join(f"{w.flag} FILE ({w.expects})" for w in missing)
+        lines = "; ".join(f"{w.flag} {w.metavar} ({w.expects})" for w in missing)
         raise ValueError(f"preset {args.preset} expects pretrained weights that were not given: pass {lines}; or "
                          "--allow-random-init to train those parts from random initialisation")
 

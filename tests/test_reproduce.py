@@ -89,6 +89,7 @@ def test_a_non_demo_preset_names_every_missing_weight(preset, flags):
     with pytest.raises(ValueError) as e:
         check_expected_weights(methods.get(args.method).expected_weights(args), args)
     assert all(f in str(e.value) for f in flags) and "--allow-random-init" in str(e.value)
+    assert ("--text-model FOLDER" in str(e.value)) == ("--text-model" in flags)
     args.allow_random_init = True
     check_expected_weights(methods.get(args.method).expected_weights(args), args)
     demo = parse("--preset", f"{args.method}_demo")

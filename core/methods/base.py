@@ -58,6 +58,7 @@ class WeightFlag:
     """A pretrained weight file a recipe's model expects: the option holding its path and what it must be."""
     dest: str
     expects: str
+    metavar: str = "FILE"
 
     @property
     def flag(self) -> str:

@@ -323,7 +323,7 @@ class MARTRecipe(MBTRecipe):
         expected = super().expected_weights(args)
         if str(args.preset).endswith("_official"):
             expected.append(WeightFlag("text_model", "a local BERT-base (uncased) Hugging Face folder, as the release "
-                                       "uses (config.json, weights, tokenizer files)"))
+                                       "uses (config.json, weights, tokenizer files)", metavar="FOLDER"))
         return expected
 
     def validate(self, args) -> None:
