@@ -50,8 +50,15 @@ def add_data_options(g) -> None:
     g.add_argument("--spec-augment", action=B, default=False, help="SpecAugment on training audio")
     g.add_argument("--val-fraction", type=float, default=0.1, help="share of training carved out for model selection")
     g.add_argument("--val-seed", type=int, default=0)
+    g.add_argument("--select", choices=["val", "last"], default="val",
+                   help="the tested model: the best epoch on the validation subset, or the last epoch (with "
+                        "--val-fraction 0: the papers' protocol, training on the whole training split)")
     g.add_argument("--positive-classes", nargs="+", default=None,
                    help="positive-sentiment classes of a class set other than VE-8/Ekman-6 (PCCE, polarity accuracy)")
+    g.add_argument("--polarity-file", default=None,
+                   help="JSON {class: positive|negative|neutral} or CSV lines 'class,polarity' for every class "
+                        "(PCCE and the polarity metrics; neutral classes count in neither); overrides "
+                        "--positive-classes")
     g.add_argument("--missing-audio", choices=["error", "zeros"], default="error",
                    help="a video without usable audio: stop with an error, or use silence (counted and reported)")
     g.add_argument("--on-missing-video", choices=["error", "skip"], default="error",
@@ -96,6 +103,11 @@ def add_run_options(g) -> None:
     g.add_argument("--eval-only", action="store_true",
                    help="evaluate --checkpoint on the test split, into --name or <checkpoint dir>/eval_<file stem>")
     g.add_argument("--checkpoint", default=None)
+    g.add_argument("--allow-random-init", action="store_true",
+                   help="let a non-demo preset train without the pretrained weight files it expects (random init)")
+    g.add_argument("--trust-weights", action="store_true",
+                   help="read weight files with full unpickling (can run code from the file; only for files from a "
+                        "source you trust); off: tensors and plain containers only")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--progress", action=B, default=True, help="tqdm progress bars")
     g.add_argument("--log-every", type=int, default=10)
@@ -148,6 +160,9 @@ def parse_args(argv=None, parser: argparse.ArgumentParser = None) -> argparse.Na
         args.name = args.preset or args.method
     if args.root is None:
         parser.error("--root is required (or a preset that sets it, e.g. --preset demo)")
+    if args.select == "val" and args.val_fraction <= 0 and not args.eval_only:
+        parser.error("--select val needs a validation subset but --val-fraction is 0: pass --select last (the "
+                     "papers' protocol: the whole training split, the last epoch tested) or --val-fraction > 0")
     try:
         methods.get(args.method).validate(args)
     except ValueError as e:

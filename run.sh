@@ -4,11 +4,15 @@
 #   bash run.sh                 set up .venv, build + preprocess the demo set, train CTEN on it, evaluate
 #   bash run.sh mbt | mart      the same with the MART backbone alone (MBT), or MART stage 1 + 2
 #   bash run.sh test            set up .venv and run the test suite
-#   ROOT=/data/VE8 PRESET=cten_ve8 bash run.sh cten --visual-weights r3d101_KM_200ep.pth
-#   GPUS=2 ROOT=... PRESET=cten_ve8 bash run.sh cten ...      (torchrun, one process per GPU)
+#   ROOT=/data/VE8 PRESET=cten_ve8_official bash run.sh cten --visual-weights r3d101_KM_200ep.pth \
+#       --audio-weights resnet18-f37072fd.pth       (non-demo presets refuse to start without their weight files)
+#   GPUS=2 ROOT=... PRESET=cten_ve8_official bash run.sh cten ...   (torchrun, one process per GPU)
+#   NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host0 MASTER_PORT=29500 GPUS=8 ROOT=... bash run.sh mart ...
+#                                                             (several machines: run on each with its NODE_RANK)
 #
-# Extra arguments go to main.py. Variables: ROOT (dataset root), PRESET, GPUS, VENV (default .venv),
-# DEMO_DIR (default data/demo).
+# Extra arguments go to main.py. Variables: ROOT (dataset root), PRESET, GPUS (processes per node), NNODES,
+# NODE_RANK, MASTER_ADDR, MASTER_PORT (static rendezvous on node 0) or RDZV_ENDPOINT (host:port, c10d rendezvous;
+# RDZV_ID names the job), VENV (default .venv), DEMO_DIR (default data/demo).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
@@ -33,6 +37,19 @@ demo_data() {
       --split-lists "$DEMO_DIR" --short-side 128 --workers 2
 }
 
+torchrun_args() {
+  # one machine: --standalone; several: NNODES and NODE_RANK with MASTER_ADDR/PORT, or a c10d RDZV_ENDPOINT
+  local nodes=${NNODES:-1}
+  if [ "$nodes" -eq 1 ] && [ -z "${RDZV_ENDPOINT:-}" ]; then
+    echo "--standalone --nproc_per_node ${GPUS:-1}"
+  elif [ -n "${RDZV_ENDPOINT:-}" ]; then
+    echo "--nnodes $nodes --nproc_per_node ${GPUS:-1} --rdzv_backend c10d --rdzv_endpoint $RDZV_ENDPOINT --rdzv_id ${RDZV_ID:-vea}"
+  else
+    : "${MASTER_ADDR:?NNODES > 1 needs MASTER_ADDR (the address of node 0) or RDZV_ENDPOINT}"
+    echo "--nnodes $nodes --node_rank ${NODE_RANK:?NNODES > 1 needs NODE_RANK (0 .. NNODES-1) on each node} --nproc_per_node ${GPUS:-1} --master_addr $MASTER_ADDR --master_port ${MASTER_PORT:-29500}"
+  fi
+}
+
 MODE=${1:-cten}
 [ $# -gt 0 ] && shift
 setup
@@ -50,8 +67,10 @@ case "$MODE" in
     else
       set -- --preset "${PRESET:-${MODE}_ve8}" --root "$ROOT" "$@"
     fi
-    if [ "${GPUS:-1}" -gt 1 ]; then
-      exec "$VENV/bin/torchrun" --standalone --nproc_per_node "$GPUS" main.py --method "$MODE" "$@"
+    if [ "${NNODES:-1}" -gt 1 ] || [ "${GPUS:-1}" -gt 1 ]; then
+      TORCHRUN_ARGS=$(torchrun_args)  # stops here (set -e) when a multi-node variable is missing
+      # shellcheck disable=SC2086  # word splitting of the flags is intended
+      exec "$VENV/bin/torchrun" $TORCHRUN_ARGS main.py --method "$MODE" "$@"
     fi
     exec "$PY" main.py --method "$MODE" "$@" ;;
   *)

@@ -6,12 +6,13 @@ import torch.nn.functional as F
 def pcce(logits: torch.Tensor, labels: torch.Tensor, polarity: torch.Tensor, lambda0: float = 0.5) -> torch.Tensor:
     """Polarity-consistent cross-entropy (CTEN Eq. 12 option, MART's classification loss).
 
-    Per-sample CE is multiplied by (1 + lambda0) when the predicted class's polarity differs from the label's.
-    logits (B, C), labels (B,), polarity (C,) of +1/-1. Returns the batch mean.
+    Per-sample CE is multiplied by (1 + lambda0) when the predicted class's polarity is opposite to the label's.
+    logits (B, C), labels (B,), polarity (C,) of +1/-1, or 0 for a neutral class (no polarity: a neutral label or
+    prediction is never a polarity flip). Returns the batch mean.
     """
     ce = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
     pred = logits.argmax(dim=1)
-    flipped = (polarity[pred] != polarity[labels]).float()
+    flipped = (polarity[pred] * polarity[labels] < 0).float()  # opposite signs, both polar
     return (ce * (1.0 + lambda0 * flipped)).mean()
 
 

@@ -66,15 +66,19 @@ def per_class_accuracy(outputs, labels, n_classes: int) -> np.ndarray:
 
 
 def polarity_accuracy(outputs, labels, polarity) -> float:
-    """Sentiment accuracy: fraction of samples whose predicted class has the true class's polarity.
+    """Sentiment accuracy: fraction of samples whose predicted class has the true class's polarity, over the
+    samples of polar classes (a neutral true class has no polarity and is left out; a polar sample predicted
+    neutral counts as wrong). NaN when no sample has a polar class.
 
-    polarity: (C,) of +1 (positive) / -1 (negative) per class, e.g. datasets.annotations.class_polarity.
+    polarity: (C,) of +1 (positive) / -1 (negative) / 0 (neutral) per class, e.g.
+    datasets.annotations.class_polarity.
     """
     pol = _numpy(polarity).reshape(-1)
-    if not np.isin(pol, (-1, 1)).all():
-        raise ValueError(f"polarity must hold only +1/-1 per class; got {pol.tolist()}")
+    if not np.isin(pol, (-1, 0, 1)).all():
+        raise ValueError(f"polarity must hold only +1/-1/0 per class; got {pol.tolist()}")
     pred, lab = _preds_labels(outputs, labels, len(pol))
-    return float((pol[pred] == pol[lab]).mean())
+    polar = pol[lab] != 0
+    return float((pol[pred] == pol[lab])[polar].mean()) if polar.any() else float("nan")
 
 
 def classification_summary(outputs, labels, n_classes: int, polarity=None) -> dict:

@@ -16,7 +16,7 @@ import opts
 from core import checkpoint as ckpt
 from core import methods
 from core.methods.base import INPUT_ARCH
-from datasets.annotations import class_polarity, load_annotation
+from datasets.annotations import load_annotation, run_polarity
 from models.pretrained import CheckpointError
 
 
@@ -97,5 +97,6 @@ def load_trained(path, device: torch.device, base=None, overrides: Optional[dict
     labels = checkpoint_labels(state, args, path)
     model = recipe.build_model(recipe.arch_of(args), len(labels))
     ckpt.load_model_state(model, state["model"], path)
-    polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=device)
+    polarity = torch.tensor(run_polarity(labels, args.positive_classes, getattr(args, "polarity_file", None)),
+                            device=device)
     return model.to(device).eval(), recipe.predictor(args, polarity), args, labels, state

@@ -23,7 +23,8 @@ from core.methods.base import StageContext
 from core.plots import confusion_figure, timeline_figure
 from core.restore import checkpoint_record, load_trained
 from core.train import check_resume, fit
-from datasets.annotations import class_polarity
+from core.weights import check_expected_weights, file_record
+from datasets.annotations import run_polarity
 from datasets.errors import DataError
 from datasets.video_emotion import VideoEmotionDataset
 from models.pretrained import CheckpointError
@@ -102,6 +103,8 @@ def eval_dir(args) -> Path:
 
 
 def run(args) -> int:
+    if not args.eval_only:  # before the run directory is claimed: nothing is written for a run that cannot start
+        check_expected_weights(methods.get(args.method).expected_weights(args), args)
     ctx = context(args)
     if args.eval_only:
         return evaluate_checkpoint(args, ctx)
@@ -109,7 +112,10 @@ def run(args) -> int:
     stages = recipe.stages(args)
     data = build_datasets(args, recipe, text=any(s.text for s in stages))
     labels = data["train"].labels
-    polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=ctx.device)
+    polarity = torch.tensor(run_polarity(labels, args.positive_classes, args.polarity_file), device=ctx.device)
+    model = recipe.build_model(recipe.arch_of(args), len(labels))
+    args.weights = recipe.load_pretrained(model, args)  # recorded in config.json, checkpoints and results.json
+    args.counts = {name: len(ds) if ds is not None else 0 for name, ds in data.items()}
     run_dir = ctx.logger.run_dir
     changed = check_resume(run_dir, args) if args.resume else {}
     if changed:  # recorded in config.json
@@ -120,9 +126,9 @@ def run(args) -> int:
         opts.save_config(args, run_dir / "config.json")
     ctx.logger.print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir})")
     ctx.logger.print(data_summary(data))
-
-    model = recipe.build_model(recipe.arch_of(args), len(labels))
-    recipe.load_pretrained(model, args)
+    for w in args.weights:
+        ctx.logger.print(f"weights {w['flag']} {w['path']} sha256 {w['sha256'][:12]}: kept {w.get('kept', '-')}, "
+                         f"initialised {len(w.get('initialised', []))}, ignored {len(w.get('ignored', []))}")
     stage_dir, best = train_stages(args, recipe, stages, model, data, polarity, ctx, run_dir)
     selected = ckpt.load_checkpoint(stage_dir / "best.pth")
     ckpt.load_model_state(model, selected["model"], stage_dir / "best.pth")
@@ -143,7 +149,8 @@ def train_stages(args, recipe, stages: list, model, data: dict, polarity, ctx, r
         if not (stage.handoff and (stage_dir / "done").is_file()):
             make_method = lambda ema: stage.method(args, StageContext(polarity, data["train"], ema, stage.epochs))  # noqa: E731
             best = fit(args, stage.model(model), make_method, data, polarity, ctx, stage_dir, stage.epochs,
-                       select=stage.select, record=checkpoint_record(args, recipe, data["train"].labels, stage.name))
+                       select=stage.select and args.select == "val",
+                       record=checkpoint_record(args, recipe, data["train"].labels, stage.name))
         if stage.handoff:
             selected = ckpt.load_checkpoint(stage_dir / "best.pth")
             stage.handoff(model, selected["model"], stage_dir / "best.pth")
@@ -153,12 +160,14 @@ def train_stages(args, recipe, stages: list, model, data: dict, polarity, ctx, r
 def evaluate_checkpoint(args, ctx: TrainContext) -> int:
     """--eval-only: the checkpoint's model (architecture from the checkpoint, data options from the flags)."""
     model, method, args, labels, state = load_trained(args.checkpoint, ctx.device, base=args)
+    # the evaluated file, then the pretrained files its training run started from (its config's record)
+    args.weights = [{"flag": "--checkpoint", **file_record(args.checkpoint)}] + state["config"].get("weights", [])
     recipe = methods.get(args.method)
     test = VideoEmotionDataset(**dataset_kwargs(args, recipe, "test", cache=feature_cache(args, recipe)))
     if test.labels != labels:
         raise ValueError(f"the checkpoint's classes {labels} differ from {args.annotation}'s {test.labels}; pass the "
                          "annotation file the model was trained on")
-    polarity = torch.tensor(class_polarity(labels, args.positive_classes), device=ctx.device)
+    polarity = torch.tensor(run_polarity(labels, args.positive_classes, args.polarity_file), device=ctx.device)
     if ctx.dist.is_main:
         ctx.logger.run_dir.mkdir(parents=True, exist_ok=True)
         opts.save_config(args, ctx.logger.run_dir / "config.json")
@@ -179,9 +188,8 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
         gt = json.loads(Path(args.gt_segments).read_text())
     result = summarise(records, labels, polarity.cpu(), gt_segments=gt, curves=method.curve_names,
                        det_rule=opts.detection_rule(args))
-    result.update(protocol="test split, original video only, checkpoint selected on the validation subset"
-                  if best_val is not None else "test split, original video only, --eval-only checkpoint",
-                  selected_epoch=selected_epoch, best_val_acc=best_val, n_test_videos=len(records),
+    result.update(protocol=protocol_record(args, best_val is not None or not args.eval_only),
+                  preset=args.preset, weights=getattr(args, "weights", None), selected_epoch=selected_epoch, best_val_acc=best_val, n_test_videos=len(records),
                   data_issues={**(data_issues or {}), "test": test_ds.counts()})
     if ctx.dist.is_main:
         logger.write_json("results.json", {k: v for k, v in result.items() if k != "per_video"})
@@ -196,6 +204,23 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
         logger.print(f"results: {logger.run_dir / 'results.json'}")
     logger.close()
     return 0
+
+
+def protocol_record(args, trained: bool) -> dict:
+    """What a number in results.json was measured on: the subsets' sizes, the training split's use and the
+    selection rule (--select), the preset."""
+    counts = getattr(args, "counts", None)
+    if not trained:
+        return {"test": "test split, original video only", "selection": f"--eval-only of {args.checkpoint}"}
+    if args.select == "val":
+        selection = (f"best epoch on the validation subset carved from training (--val-fraction {args.val_fraction}, "
+                     f"--val-seed {args.val_seed}); trained on the rest")
+    else:
+        selection = ("last epoch; trained on the whole training split (the papers' protocol)" if args.val_fraction == 0
+                     else f"last epoch; trained without the carved validation subset (--val-fraction "
+                          f"{args.val_fraction})")
+    return {"test": "test split, original video only", "select": args.select, "selection": selection,
+            "val_fraction": args.val_fraction, "counts": counts, "preset": args.preset}
 
 
 def draw_figures(args, result: dict, test_ds, labels, gt, logger) -> None:

@@ -61,7 +61,7 @@ def save_last(path: Path, model, optimizer, scheduler, ctx: TrainContext, epoch:
 # Options that do not change what is trained: they may differ between a run and its --resume.
 RESUME_FREE = {"workers", "progress", "log_every", "device", "output", "name", "resume", "resume_override",
                "overwrite", "eval_only", "checkpoint", "vis_videos", "gt_segments", "root", "annotation",
-               "resumed_with_changes"}
+               "resumed_with_changes", "weights", "counts", "allow_random_init", "trust_weights"}
 
 
 def changed_options(saved: dict, now: dict) -> dict:

@@ -24,6 +24,9 @@ VE8_POSITIVE = ("anticipation", "joy", "surprise", "trust")
 VE8_CLASSES = ("anger", "anticipation", "disgust", "fear", "joy", "sadness", "surprise", "trust")
 EK6_POSITIVE = ("joy", "surprise")
 EK6_CLASSES = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
+CAER_CLASSES = ("anger", "disgust", "fear", "happy", "neutral", "sad", "surprise")  # its folder names
+CAER_POSITIVE = ("happy", "surprise")  # as Ekman-6's joy and surprise
+CAER_NEUTRAL = ("neutral",)
 
 
 # ---------------------------------------------------------------------------------------------- JSON
@@ -215,11 +218,12 @@ def _group_by_class(entries, labels) -> dict:
 # ------------------------------------------------------------------------------------------ polarity
 
 
-def class_polarity(labels: Sequence[str], positive: Optional[Sequence[str]] = None) -> list:
-    """+1 (positive sentiment) / -1 (negative) per class, in `labels` order.
+def class_polarity(labels: Sequence[str], positive: Optional[Sequence[str]] = None,
+                   neutral: Sequence[str] = ()) -> list:
+    """+1 (positive sentiment) / -1 (negative) / 0 (neutral: no polarity) per class, in `labels` order.
 
-    VE-8 and Ekman-6 class sets are recognised by name (case-insensitive); any other class set needs
-    `positive`, the names of its positive classes.
+    VE-8, Ekman-6 and CAER class sets are recognised by name (case-insensitive; CAER's Neutral is neutral); any
+    other class set needs `positive`, the names of its positive classes, and `neutral`, those without polarity.
     """
     lower = [c.lower() for c in labels]
     if positive is None:
@@ -227,12 +231,57 @@ def class_polarity(labels: Sequence[str], positive: Optional[Sequence[str]] = No
             positive = VE8_POSITIVE
         elif sorted(lower) == sorted(EK6_CLASSES):
             positive = EK6_POSITIVE
+        elif sorted(lower) == sorted(CAER_CLASSES):
+            positive, neutral = CAER_POSITIVE, CAER_NEUTRAL
         else:
-            raise ValueError(f"unknown class set {list(labels)}: pass --positive-classes NAME ... "
-                             "(positive=[names] in Python; VE-8 and Ekman-6 are known)")
-    pos = {p.lower() for p in positive}
-    unknown = pos - set(lower)
+            raise ValueError(f"unknown class set {list(labels)}: pass --polarity-file FILE or --positive-classes "
+                             "NAME ... (VE-8, Ekman-6 and CAER are known)")
+    pos, neu = {p.lower() for p in positive}, {n.lower() for n in neutral}
+    unknown = (pos | neu) - set(lower)
     if unknown:
-        raise ValueError(f"positive classes {sorted(unknown)} are not among the labels {list(labels)}")
-    return [1 if c in pos else -1 for c in lower]
+        raise ValueError(f"positive / neutral classes {sorted(unknown)} are not among the labels {list(labels)}")
+    return [1 if c in pos else 0 if c in neu else -1 for c in lower]
+
+
+POLARITY_WORDS = {"positive": 1, "negative": -1, "neutral": 0}
+
+
+def read_polarity_file(path, labels: Sequence[str]) -> list:
+    """+1 / -1 / 0 per class of `labels` from a JSON object {class: "positive" | "negative" | "neutral"} or a CSV
+    of lines "class,polarity" (a header line "class,polarity" may lead). Every class must be listed (class names
+    match case-insensitively); a missing class or an unknown word stops with the file named."""
+    path = Path(path)
+    fix = 'list every class once with "positive", "negative" or "neutral"'
+    if not path.is_file():
+        raise DataError(path, "polarity file not found", "pass --polarity-file PATH (JSON or CSV)")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            table = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(path, f"not a JSON file ({e})", fix) from None
+        if not isinstance(table, dict):
+            raise DataError(path, "expected a JSON object {class: polarity}", fix)
+    else:
+        rows = [[c.strip() for c in line.split(",")] for line in text.splitlines() if line.strip()]
+        if rows and [c.lower() for c in rows[0]] == ["class", "polarity"]:
+            rows = rows[1:]
+        if any(len(r) != 2 for r in rows):
+            raise DataError(path, "expected CSV lines 'class,polarity'", fix)
+        table = dict(rows)
+    table = {str(k).lower(): str(v).lower() for k, v in table.items()}
+    missing = [c for c in labels if c.lower() not in table]
+    if missing:
+        raise DataError(path, f"classes {missing} of the annotation have no polarity", fix)
+    bad = {k: v for k, v in table.items() if v not in POLARITY_WORDS}
+    if bad:
+        raise DataError(path, f"unknown polarity words {bad}", fix)
+    return [POLARITY_WORDS[table[c.lower()]] for c in labels]
+
+
+def run_polarity(labels: Sequence[str], positive: Optional[Sequence[str]] = None, polarity_file=None) -> list:
+    """The polarity a run uses: --polarity-file when given, else class_polarity with --positive-classes."""
+    if polarity_file:
+        return read_polarity_file(polarity_file, labels)
+    return class_polarity(labels, positive)
 

@@ -27,11 +27,33 @@ _REPAIR = ("re-extract the audio with `python tools/preprocess ...`, or pass --m
            "(missing_audio='zeros') to use silence")
 
 
+def read_pcm_wav(path: Path, sample_rate: int) -> Optional[np.ndarray]:
+    """The first channel of a 16-bit PCM WAV already at `sample_rate` -> float32 (N,) = int16 / 32768 (the values
+    PyAV's s16 -> float conversion gives), read directly; None for any other WAV (PyAV decodes and resamples it).
+    About 10x faster than decoding through PyAV (tools/bench_audio_format.py)."""
+    import wave
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2 or w.getframerate() != sample_rate or w.getcomptype() != "NONE":
+                return None
+            channels, raw = w.getnchannels(), w.readframes(w.getnframes())
+    except (wave.Error, EOFError):
+        return None
+    pcm = np.frombuffer(raw, dtype="<i2")[: len(raw) // (2 * channels) * channels].reshape(-1, channels)
+    return pcm[:, 0].astype(np.float32) / 32768.0
+
+
 def decode_audio(path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Decode an audio file's first audio stream -> float32 (N,) in [-1, 1]: first channel, resampled."""
+    """Decode an audio file's first audio stream -> float32 (N,) in [-1, 1]: first channel, resampled. A 16-bit
+    PCM WAV at `sample_rate` (what tools/preprocess writes by default) is read directly (read_pcm_wav)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "audio file not found", _REPAIR)
+    direct = read_pcm_wav(path, sample_rate) if path.suffix.lower() == ".wav" else None
+    if direct is not None:
+        if direct.size == 0:
+            raise DataError(path, "audio stream holds no samples", _REPAIR)
+        return torch.from_numpy(direct)
     chunks, resampler = [], None
     try:
         with av.open(str(path)) as container:

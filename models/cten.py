@@ -37,7 +37,7 @@ class CTEN(nn.Module):
                  visual_depth: int = 101,
                  visual_input: str = "kinetics400", audio_arch: str = "resnet18", audio_first_conv: str = "official",
                  feature_dim: int | None = None, dropout: float = 0.2, nonlocal_inner: int = 256, heads: int = 8,
-                 visual_chunk: int = 0):
+                 visual_chunk: int = 0, visual_bn: str = "eval"):
         super().__init__()
         if modalities not in ("av", "v", "a"):
             raise ValueError(f"modalities {modalities!r} is not 'av', 'v' or 'a'")
@@ -53,7 +53,7 @@ class CTEN(nn.Module):
 
         self.visual = None
         if "v" in modalities:
-            self.visual = ResNet3D(visual_depth, visual_input, frozen=True)
+            self.visual = ResNet3D(visual_depth, visual_input, frozen=True, bn_train=visual_bn == "train")
             if feature_dim is not None and feature_dim != self.visual.feature_dim:
                 raise ValueError(f"feature_dim={feature_dim} differs from the {visual_depth}-layer 3D ResNet's width "
                                  f"{self.visual.feature_dim}; leave it unset to follow the backbone")

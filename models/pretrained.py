@@ -74,12 +74,17 @@ def check_keys(module: nn.Module, state: dict[str, torch.Tensor], path: str | Pa
         raise CheckpointError("\n".join(lines))
 
 
-def load_checked(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path, may_miss=is_bn_counter) -> None:
-    """check_keys, then copies the tensors; absent optional keys keep the module's current values."""
+def load_checked(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path, may_miss=is_bn_counter) -> dict:
+    """check_keys, then copies the tensors; absent optional keys keep the module's current values.
+    Returns {'kept': number of module keys filled from the file, 'initialised': module keys left as initialised
+    (BatchNorm counters aside)}."""
     check_keys(module, state, path, may_miss)
     full = module.state_dict()
+    kept = sum(k in state for k in full)
+    initialised = [k for k in full if k not in state and not is_bn_counter(k)]
     full.update(state)
     module.load_state_dict(full)
+    return {"kept": kept, "initialised": initialised}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -97,19 +102,21 @@ def load_resnet3d(path: str | Path, model: nn.Module, check_input: bool = True, 
 
     With `check_input`, a file whose classifier width says which pixel scaling it was trained with (400 classes:
     `kinetics400`, 1039: `kinetics_moments`) must match the model's `input_preset`, since a wrong scaling fails
-    silently. Returns {'n_pretrain_classes', 'input_preset'} of the file (None when not recognisable).
+    silently (the releases' own scaling, `official`, is accepted with any file). Returns {'n_pretrain_classes', 'input_preset'} of the file (None when not recognisable) and what the
+    load did: {'kept', 'initialised', 'ignored'} (load_checked; ignored: file keys dropped).
     """
     state = strip_prefix(unwrap_state_dict(read_checkpoint(path, trusted), path), "module.")
     fc = state.get("fc.weight")
     n_classes = int(fc.shape[0]) if fc is not None else None
     preset = RESNET3D_FC_PRESETS.get(n_classes)
-    if check_input and preset is not None and preset != model.input_preset:
+    if check_input and preset is not None and model.input_preset not in (preset, "official"):
         raise CheckpointError(
             f"weight file {path} has a {n_classes}-way classifier, i.e. was trained with the '{preset}' input scaling, "
             f"but the backbone was built with '{model.input_preset}'; build it with input preset '{preset}' "
             f"(or disable this check if you know the file was trained otherwise)")
-    load_checked(model, {k: v for k, v in state.items() if not k.startswith("fc.")}, path)
-    return {"n_pretrain_classes": n_classes, "input_preset": preset}
+    report = load_checked(model, {k: v for k, v in state.items() if not k.startswith("fc.")}, path)
+    return {"n_pretrain_classes": n_classes, "input_preset": preset, **report,
+            "ignored": [k for k in state if k.startswith("fc.")]}
 
 
 def rgb_to_gray_kernel(weight: torch.Tensor) -> torch.Tensor:
@@ -123,9 +130,10 @@ def load_torchvision_resnet(path: str | Path, audio_model: nn.Module, trusted: b
 
     The classifier `fc.*` is dropped. The first conv: with the model's `first_conv='imagenet'` (7x7, stride 2) it
     gets the sum of the file's RGB kernels; with `first_conv='official'` ((7, 1) kernel) nothing in the file fits
-    it and it keeps its random initialisation, as in the release. Returns {'conv1': 'summed' | 'random'}.
+    it and it keeps its random initialisation, as in the release. Returns {'conv1': 'summed' | 'random', 'kept', 'initialised', 'ignored'}.
     """
     state = strip_prefix(unwrap_state_dict(read_checkpoint(path, trusted), path), "module.")
+    ignored = [k for k in state if k.startswith("fc.")]
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     trunk = audio_model.trunk
     conv1 = state.pop("conv1.weight", None)
@@ -134,10 +142,9 @@ def load_torchvision_resnet(path: str | Path, audio_model: nn.Module, trusted: b
     gray = rgb_to_gray_kernel(conv1) if conv1.dim() == 4 and conv1.shape[1] == 3 else conv1
     if audio_model.first_conv == "imagenet":
         state["conv1.weight"] = gray
-        load_checked(trunk, state, path)
-        return {"conv1": "summed"}
-    load_checked(trunk, state, path, may_miss=lambda k: k == "conv1.weight" or is_bn_counter(k))
-    return {"conv1": "random"}
+        return {"conv1": "summed", **load_checked(trunk, state, path), "ignored": ignored}
+    report = load_checked(trunk, state, path, may_miss=lambda k: k == "conv1.weight" or is_bn_counter(k))
+    return {"conv1": "random", **report, "ignored": ignored + ["conv1.weight"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -190,13 +197,14 @@ def load_videomae(path: str | Path, vit: nn.Module, trusted: bool = False) -> di
     `encoder.*` and `decoder.*`) or a fine-tuned one (`{'model': ...}`, `{'module': ...}` or bare), e.g.
     `videomae_base_patch16_224.pth`. Decoder and classifier keys are ignored; `cls_token` and `mask_token` are not in
     any VideoMAE file and keep their initialisation; every other parameter must come from the file.
-    Returns {'kind': 'pretraining' | 'finetuned', 'ignored': [file keys], 'kept_init': [model keys]}.
+    Returns {'kind': 'pretraining' | 'finetuned', 'ignored': [file keys], 'kept_init': [model keys], 'kept',
+    'initialised'}.
     """
     raw = strip_prefix(unwrap_state_dict(read_checkpoint(path, trusted), path, ("model", "module", "state_dict")),
                        "module.")
     state, ignored, kind = videomae_to_video_vit(raw)
-    load_checked(vit, state, path, may_miss=lambda k: k in VIDEO_VIT_NOT_IN_VIDEOMAE)
-    return {"kind": kind, "ignored": ignored, "kept_init": list(VIDEO_VIT_NOT_IN_VIDEOMAE)}
+    report = load_checked(vit, state, path, may_miss=lambda k: k in VIDEO_VIT_NOT_IN_VIDEOMAE)
+    return {"kind": kind, "ignored": ignored, "kept_init": list(VIDEO_VIT_NOT_IN_VIDEOMAE), **report}
 
 
 def cut_ast_pos_embed(pos: torch.Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int]) -> torch.Tensor:
@@ -222,7 +230,7 @@ def load_ast(path: str | Path, ast: nn.Module, src_frames: int = 1024, trusted: 
     The classifier heads (`mlp_head`, the DeiT's `v.head` / `v.head_dist`) are ignored. The file's positional
     embedding covers the patch grid of `src_frames` frames (1024 -> 12 x 101, i.e. (1, 2 + 1212, D)); it is cut to the
     model's grid (100 frames -> 12 x 9: the central time columns 46..54) by cut_ast_pos_embed, the CLS and
-    distillation positions unchanged. Returns {'ignored': [file keys], 'pos_grid': (file grid, model grid)}.
+    distillation positions unchanged. Returns {'ignored': [file keys], 'pos_grid': (file grid, model grid), 'kept', 'initialised'}.
     """
     file_state = unwrap_state_dict(read_checkpoint(path, trusted), path)
     raw = strip_prefix(file_state, "module.")
@@ -238,5 +246,5 @@ def load_ast(path: str | Path, ast: nn.Module, src_frames: int = 1024, trusted: 
                 f"weight file {path}: pos_embed has shape {tuple(pos.shape)}, expected (1, 2 + {src_grid[0]} x "
                 f"{src_grid[1]}, D) for {src_frames} frames x {cfg.n_mels} mel bins; pass the file's src_frames")
         state["pos_embed"] = cut_ast_pos_embed(pos, src_grid, cfg.grid)
-    load_checked(ast, state, path)
-    return {"ignored": ignored, "pos_grid": (src_grid, cfg.grid)}
+    report = load_checked(ast, state, path)
+    return {"ignored": ignored, "pos_grid": (src_grid, cfg.grid), **report}

@@ -22,6 +22,9 @@ INPUT_PRESETS = {
     "kinetics400": ((114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0)),
     "kinetics_moments": (tuple(255.0 * m for m in (0.4345, 0.4051, 0.3775)),
                          tuple(255.0 * s for s in (0.2768, 0.2713, 0.2737))),
+    # x/255 - 100/255: what the CTEN/MART releases feed, whatever the checkpoint (no checkpoint was trained so;
+    # the releases' BatchNorm in training mode absorbs it: `bn_train`)
+    "official": ((100.0, 100.0, 100.0), (255.0, 255.0, 255.0)),
 }
 
 # depth -> (block, blocks per stage)
@@ -90,10 +93,13 @@ class ResNet3D(nn.Module):
 
     `input_preset` names the pixel scaling the weights were trained with (see INPUT_PRESETS). With `frozen=True`
     every parameter has requires_grad False and the module stays in eval mode (BatchNorm uses its running
-    statistics) even when a parent module is put in train mode.
+    statistics) even when a parent module is put in train mode; `bn_train` (the releases' behaviour) lets the
+    frozen network's BatchNorm layers follow the parent's mode instead (batch statistics in training, running
+    statistics updated by them), the weights still frozen.
     """
 
-    def __init__(self, depth: int = 101, input_preset: str = "kinetics400", frozen: bool = True):
+    def __init__(self, depth: int = 101, input_preset: str = "kinetics400", frozen: bool = True,
+                 bn_train: bool = False):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"3D ResNet depth {depth} is not one of {sorted(DEPTHS)}")
@@ -132,12 +138,18 @@ class ResNet3D(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         self.frozen = frozen
+        self.bn_train = bn_train
         if frozen:
             self.requires_grad_(False)
             self.eval()
 
     def train(self, mode: bool = True):
-        return super().train(mode and not self.frozen)
+        super().train(mode and not self.frozen)
+        if self.frozen and self.bn_train:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm3d):
+                    m.train(mode)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.float() - self.pixel_mean) / self.pixel_std  # (N, 3, L, H, W)

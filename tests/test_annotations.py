@@ -133,7 +133,7 @@ def test_class_polarity():
     assert class_polarity(ve8) == [-1, 1, -1, -1, 1, -1, 1, 1]
     assert class_polarity(["anger", "disgust", "fear", "joy", "sadness", "surprise"]) == [-1, -1, -1, 1, -1, 1]
     assert class_polarity(["Surprise", "JOY", "Fear", "Anger", "Sadness", "Disgust"]) == [1, 1, -1, -1, -1, -1]
-    with pytest.raises(ValueError, match="positive="):
+    with pytest.raises(ValueError, match="--polarity-file FILE or --positive-classes"):
         class_polarity(["calm", "tense"])
     assert class_polarity(["calm", "tense"], positive=["Calm"]) == [1, -1]
     with pytest.raises(ValueError, match="not among the labels"):

@@ -7,7 +7,7 @@ import core.train
 from fixtures_data import make_video_root
 
 TINY = ["--preset", "mart_demo", "--method", "mart", "--seq-len", "3", "--snippet-duration", "2", "--sample-size", "16",
-        "--batch-size", "2", "--workers", "0", "--val-fraction", "0", "--no-progress", "--positive-classes", "Joy",
+        "--batch-size", "2", "--workers", "0", "--val-fraction", "0", "--select", "last", "--no-progress", "--positive-classes", "Joy",
         "--mbt-depth", "2", "--mbt-width", "16", "--mbt-heads", "2", "--n-bottleneck", "4", "--fusion-layer", "1",
         "--decoder-width", "16", "--decoder-depth", "1", "--decoder-heads", "2", "--comp-heads", "2",
         "--stage1-epochs", "1", "--epochs", "1", "--vis-videos", "0"]
@@ -27,7 +27,8 @@ def test_each_stage_optimises_exactly_its_trainable_parameters_and_stage2_starts
     fit, build_optimizer = core.run.fit, core.train.build_optimizer
 
     def spy_fit(args, model, *a, **kw):
-        fits.append((kw["record"]["stage"], model, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        fits.append((kw["record"]["stage"], model, {k: v.detach().clone() for k, v in model.state_dict().items()},
+                     {id(p) for p in model.parameters() if p.requires_grad}))  # the stage's trainable set
         return fit(args, model, *a, **kw)
 
     def spy_optimizer(args, params):
@@ -39,10 +40,12 @@ def test_each_stage_optimises_exactly_its_trainable_parameters_and_stage2_starts
     argv = [*TINY, "--root", str(root), "--annotation", str(ann), "--output", str(tmp_path), "--name", "m",
             "--freeze-audio-early"]
     assert core.run.main(argv) == 0
-    assert [k for k, _, _ in fits] == ["stage1", "stage2"] and len(optimisers) == 2
-    for (kind, model, _), params in zip(fits, optimisers):
-        want = {id(p) for p in model.parameters() if p.requires_grad}
+    assert [k for k, *_ in fits] == ["stage1", "stage2"] and len(optimisers) == 2
+    for (kind, model, _, want), params in zip(fits, optimisers):
         assert len(params) == len(want) and {id(p) for p in params} == want, kind
+    # the video mask token trains in stage 1 (masked modelling) only: stage 2 never uses it (DDP)
+    assert id(fits[0][1].mbt.video.mask_token) in fits[0][3]
+    assert id(fits[1][1].video.mask_token) not in fits[1][3]
     stage1, stage2 = fits[0][1], fits[1][1]
     names1 = {n for n, p in stage1.named_parameters() if p.requires_grad}
     assert any(n.startswith("decoder.") for n in names1) and any(n.startswith("comp.") for n in names1)

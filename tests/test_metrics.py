@@ -46,7 +46,9 @@ def test_polarity_accuracy_counts_same_sentiment_as_correct():
     assert polarity_accuracy(preds, labels, polarity) == pytest.approx(0.8)
     assert accuracy(preds, labels) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="polarity"):
-        polarity_accuracy(preds, labels, [0, 1, -1, 1])
+        polarity_accuracy(preds, labels, [2, 1, -1, 1])
+    # class 0 neutral: its two samples (labels 0) leave the metric; a polar sample predicted neutral is wrong
+    assert polarity_accuracy(preds, labels, [0, 1, -1, 1]) == pytest.approx(2 / 4)
 
 
 def test_classification_summary():

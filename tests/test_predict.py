@@ -23,7 +23,7 @@ from tools.preprocess.cli import main as preprocess
 
 DURATION, FPS, SHORT_SIDE = 2.0, 6, 128
 TINY = ["--seq-len", "2", "--snippet-duration", "2", "--sample-size", "16", "--batch-size", "4", "--workers", "0",
-        "--val-fraction", "0", "--no-progress", "--epochs", "1"]
+        "--val-fraction", "0", "--select", "last", "--no-progress", "--epochs", "1"]
 
 
 def build_demo_run(tmp: Path, vis_videos: int = 0) -> dict:

@@ -89,7 +89,11 @@ def test_small_resnet3d_loads_both_formats(tmp_path, save, preset, n_classes, co
     save(tmp_path / "w.pth", state)
     model = ResNet3D(10, preset)
     info = load_resnet3d(tmp_path / "w.pth", model)
-    assert info == {"n_pretrain_classes": n_classes, "input_preset": preset}
+    assert (info["n_pretrain_classes"], info["input_preset"]) == (n_classes, preset)
+    # what the load did: every trunk key from the file, nothing left at its initialisation, the classifier dropped
+    assert info["initialised"] == [] and info["ignored"] == ["fc.weight", "fc.bias"]
+    assert info["kept"] == sum(not k.endswith("num_batches_tracked") for k in model.state_dict()) + (
+        sum(k.endswith("num_batches_tracked") for k in model.state_dict()) if counters else 0)
     loaded = model.state_dict()
     for k, v in state.items():
         if not k.startswith("fc.") and not k.endswith("num_batches_tracked"):
@@ -182,7 +186,8 @@ def torchvision_resnet18(tmp_path_factory):
 def test_torchvision_weights_fill_the_audio_trunk_with_summed_first_conv(torchvision_resnet18):
     path, state = torchvision_resnet18
     model = AudioResNet("resnet18", out_dim=32, first_conv="imagenet")
-    assert load_torchvision_resnet(path, model) == {"conv1": "summed"}
+    info = load_torchvision_resnet(path, model)
+    assert info["conv1"] == "summed" and info["initialised"] == [] and info["ignored"] == ["fc.weight", "fc.bias"]
     trunk = model.trunk.state_dict()
     torch.testing.assert_close(trunk["conv1.weight"], state["conv1.weight"].sum(dim=1, keepdim=True))
     for k in ("layer4.1.bn2.running_var", "layer1.0.conv1.weight", "bn1.bias"):
@@ -193,7 +198,9 @@ def test_official_first_conv_keeps_its_random_init(torchvision_resnet18):
     path, state = torchvision_resnet18
     model = AudioResNet("resnet18", out_dim=32, first_conv="official")
     before = model.trunk.conv1.weight.clone()
-    assert load_torchvision_resnet(path, model) == {"conv1": "random"}
+    info = load_torchvision_resnet(path, model)
+    assert info["conv1"] == "random" and info["initialised"] == ["conv1.weight"]
+    assert info["ignored"] == ["fc.weight", "fc.bias", "conv1.weight"]
     assert torch.equal(model.trunk.conv1.weight, before)
     assert torch.equal(model.trunk.state_dict()["layer3.0.downsample.0.weight"], state["layer3.0.downsample.0.weight"])
 

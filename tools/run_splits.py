@@ -1,7 +1,7 @@
 """The papers' multi-split protocol: train and test main.py on N train:test splits, report mean and std.
 
     python tools/run_splits.py --annotation DATA/VE8/ve8.json --n 10 --out runs/ve8_10splits \\
-        -- --preset cten_ve8 --root DATA/VE8 --visual-weights r3d101_KM_200ep.pth
+        -- --preset cten_ve8 --root DATA/VE8 --visual-weights r3d101_KM_200ep.pth --audio-weights resnet18-f37072fd.pth
     python tools/run_splits.py --annotation DATA/EK6/ek6.json --n 10 --out runs/ek6_10splits \\
         -- --preset cten_ek6 --root DATA/EK6
 

@@ -53,6 +53,18 @@ class Stage:
     handoff: Optional[Callable[[torch.nn.Module, dict, Path], None]] = None
 
 
+@dataclass(frozen=True)
+class WeightFlag:
+    """A pretrained weight file a recipe's model expects: the option holding its path and what it must be."""
+    dest: str
+    expects: str
+    metavar: str = "FILE"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.dest.replace("_", "-")
+
+
 class Recipe:
     """A method, found by name in the registry. Subclasses set the class attributes and override the hooks.
 
@@ -81,8 +93,14 @@ class Recipe:
         """The network the run evaluates and predicts with, from the architecture dataclass alone."""
         raise NotImplementedError
 
+    def expected_weights(self, args: argparse.Namespace) -> list:
+        """The WeightFlags of the pretrained files this run's model expects (a non-demo preset refuses to start
+        without them unless --allow-random-init: core/weights.py)."""
+        return []
+
     def load_pretrained(self, model: torch.nn.Module, args: argparse.Namespace) -> list:
-        """Loads the pretrained weight files the options name into a freshly built model; returns the paths used."""
+        """Loads the pretrained weight files the options name into a freshly built model; returns one record per
+        file (core.weights.load_weight: path, size, SHA-256, what was kept, ignored and initialised)."""
         return []
 
     def stages(self, args: argparse.Namespace) -> list:

@@ -23,7 +23,8 @@ import torch
 
 from core.engine import unwrap
 from core.losses import classification_loss
-from core.methods.base import Recipe, Stage, StageContext
+from core.methods.base import Recipe, Stage, StageContext, WeightFlag
+from core.weights import load_weight
 from datasets.feature_cache import FeatureCache, cache_expectation, grid_lookup
 from datasets.frames import erased_view_frames
 from models.cten import CTEN
@@ -146,12 +147,27 @@ class CTENArch:
     audio_arch: str
     audio_first_conv: str
     dropout: float
+    visual_bn: str = "eval"
 
 
 # Official CTEN settings (Adam 2e-4, wd 5e-4, batch 32, 100 epochs, T = 16 segments of 16 frames at 112 px).
 _OFFICIAL = dict(optimizer="adam", lr=2e-4, weight_decay=5e-4, batch_size=32, epochs=100, seq_len=16,
                  snippet_duration=16, sample_size=112, visual_depth=101, visual_input="kinetics_moments",
                  audio_arch="resnet18", loss="ce")
+# The two whole configurations (docs/presets.md gives each value's source). Both train on the whole training split
+# and test the last epoch (--val-fraction 0 --select last), the papers' protocol.
+PROTOCOL_PAPER = dict(val_fraction=0.0, select="last")
+# The paper (spec/cten.md): SGD, T = 10, ResNet-50 audio on MFCC, the paper's attention, non-local block, keyframe
+# rule, audio erasing and summed loss; lr/wd/batch/epochs are the release's (the paper gives none).
+PAPER = dict(_OFFICIAL, **PROTOCOL_PAPER, optimizer="sgd", momentum=0.9, seq_len=10, visual_input="kinetics400",
+             audio_arch="resnet50", audio_first_conv="imagenet", audio_features="mfcc", temporal_attention="paper",
+             nonlocal_init="identity", erase_rule="paper", erase_audio=True, loss_reduction="sum")
+# The release: Adam, T = 16, ResNet-18 audio on fbank, joint attention, its non-local init, erasing rule (audio not
+# erased) and mean loss.
+OFFICIAL = dict(_OFFICIAL, **PROTOCOL_PAPER, visual_input="official", visual_bn="train", audio_first_conv="official",
+                audio_features="fbank",
+                temporal_attention="joint", nonlocal_init="official", erase_rule="official", erase_audio=False,
+                loss_reduction="mean")
 # The demo: tiny models that train on the built-in demo set in minutes on 2 CPU cores.
 DEMO_DATA = dict(root="data/demo/data", seq_len=6, snippet_duration=8, sample_size=64, workers=2, val_fraction=0.15)
 
@@ -167,6 +183,13 @@ class CTENRecipe(Recipe):
                           epochs=10, loss="ce"),
         "cten_ve8": dict(_OFFICIAL, annotation_name="ve8.json"),
         "cten_ek6": dict(_OFFICIAL, annotation_name="ek6.json"),
+        "cten_ve8_paper": dict(PAPER, annotation_name="ve8.json"),
+        "cten_ek6_paper": dict(PAPER, annotation_name="ek6.json"),
+        # CAER (Table 1): the paper's setting; CAER's own validation clips join training (tools/caer_lists.py) and
+        # a validation subset of the same share (1/8 of train + val) is carved for selection [ours]
+        "cten_caer_paper": dict(PAPER, annotation_name="caer.json", val_fraction=0.125, select="val"),
+        "cten_ve8_official": dict(OFFICIAL, annotation_name="ve8.json"),
+        "cten_ek6_official": dict(OFFICIAL, annotation_name="ek6.json"),
     }
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
@@ -183,8 +206,13 @@ class CTENRecipe(Recipe):
                             "release, the spec); paper: Eq. 5's symbols U_v = S(Q_v, K_a) V_a, each stream queries "
                             "the other")
         g.add_argument("--visual-depth", type=int, default=101, choices=[10, 18, 34, 50, 101, 152, 200])
-        g.add_argument("--visual-input", choices=["kinetics400", "kinetics_moments"], default="kinetics_moments",
-                       help="input scaling the visual checkpoint was trained with")
+        g.add_argument("--visual-input", choices=["kinetics400", "kinetics_moments", "official"],
+                       default="kinetics_moments",
+                       help="input scaling the visual checkpoint was trained with; official: the releases' "
+                            "x/255 - 100/255 whatever the checkpoint (with --visual-bn train, as they run it)")
+        g.add_argument("--visual-bn", choices=["eval", "train"], default="eval",
+                       help="BatchNorm of the frozen 3D ResNet: eval (running statistics of the checkpoint) or "
+                            "train (the releases: batch statistics in training, running statistics updated)")
         g.add_argument("--visual-weights", default=None, help="3D ResNet Kinetics checkpoint (.pth)")
         g.add_argument("--audio-arch", choices=["resnet10", "resnet18", "resnet50"], default="resnet18",
                        help="resnet18: the official code; resnet50: the paper; resnet10: a small variant for demos")
@@ -215,6 +243,9 @@ class CTENRecipe(Recipe):
                             "crop/flip, or any")
 
     def validate(self, args) -> None:
+        if args.feature_cache and args.visual_bn == "train":
+            raise ValueError("--feature-cache holds features of the backbone in eval mode; --visual-bn train changes "
+                             "them every step: leave one of the two out")
         if args.eval_seq_len != args.seq_len:
             raise ValueError(f"CTEN's temporal attention (Eq. 7, W1: T x T) fixes T: --eval-seq-len "
                              f"{args.eval_seq_len} must equal --seq-len {args.seq_len}")
@@ -235,17 +266,35 @@ class CTENRecipe(Recipe):
                     inter=arch.inter and arch.modalities == "av", temporal_attention=arch.temporal_attention,
                     nonlocal_init=arch.nonlocal_init, inter_direction=arch.inter_direction,
                     visual_depth=arch.visual_depth, visual_input=arch.visual_input,
-                    audio_arch=arch.audio_arch, audio_first_conv=arch.audio_first_conv, dropout=arch.dropout)
+                    audio_arch=arch.audio_arch, audio_first_conv=arch.audio_first_conv, dropout=arch.dropout,
+                    visual_bn=arch.visual_bn)
+
+    def expected_weights(self, args) -> list:
+        expected = []
+        if args.modalities != "a":
+            scaling = ("any Kinetics checkpoint (the release: r3d101_KM_200ep.pth)" if args.visual_input == "official"
+                       else f"a checkpoint trained with the '{args.visual_input}' input scaling")
+            expected.append(WeightFlag("visual_weights", f"a 3D ResNet-{args.visual_depth} file, {scaling} "
+                                       "(--visual-depth, --visual-input; e.g. r3d101_KM_200ep.pth for "
+                                       "kinetics_moments, resnet-101-kinetics.pth for kinetics400)"))
+        if args.modalities != "v":
+            expected.append(WeightFlag("audio_weights", f"an ImageNet {args.audio_arch} state_dict in torchvision's "
+                                       "layout, matching --audio-arch (e.g. torchvision's resnet18-*.pth / "
+                                       "resnet50-*.pth)"))
+        return expected
 
     def load_pretrained(self, model: CTEN, args) -> list:
-        used = []
+        trusted = args.trust_weights
+        flags = {w.dest: w for w in self.expected_weights(args)}
+        records = []
         if args.visual_weights and model.visual is not None:
-            load_resnet3d(args.visual_weights, model.visual)
-            used.append(args.visual_weights)
+            records.append(load_weight(flags["visual_weights"], args.visual_weights,
+                                       lambda: load_resnet3d(args.visual_weights, model.visual, trusted=trusted)))
         if args.audio_weights and model.audio is not None:
-            load_torchvision_resnet(args.audio_weights, model.audio)
-            used.append(args.audio_weights)
-        return used
+            records.append(load_weight(flags["audio_weights"], args.audio_weights,
+                                       lambda: load_torchvision_resnet(args.audio_weights, model.audio,
+                                                                       trusted=trusted)))
+        return records
 
     def stages(self, args) -> list:
         return [Stage("", args.epochs, method=self.step)]

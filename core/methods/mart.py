@@ -15,7 +15,9 @@ One training step (the engine runs it under autocast):
 The pure functions below are the math of steps 2, 3 and 6; docs/mart_stage1.md explains each [ours] choice.
 """
 import argparse
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -24,8 +26,10 @@ import torch.nn.functional as F
 from core.checkpoint import load_model_state
 from core.engine import unwrap
 from core.losses import classification_loss
-from core.methods.base import Stage, StageContext
-from core.methods.mbt import DEMO, OFFICIAL, MBTArch, MBTMethod, MBTRecipe, add_backbone_options, add_degree_curves
+from core.methods.base import Stage, StageContext, WeightFlag
+from core.weights import file_record
+from core.methods.mbt import (DEMO, OFFICIAL, OFFICIAL_RELEASE, MBTArch, MBTMethod, MBTRecipe, add_backbone_options,
+                              add_degree_curves, supervised_model)
 from datasets.lexicon import EmotionLexicon
 from models.mart import (DecoderConfig, attention_mask, build_mart, guided_attention, mask_ratio, mbt_state_from_mart,
                          tubelet_targets)
@@ -236,6 +240,24 @@ class MARTMethod:
 
 # ---------------------------------------------------------------------------------------------- the recipe
 
+# Hugging Face model types of the BERT family (an encoder with BERT's input layout), accepted by --text-model
+BERT_FAMILY = ("bert", "roberta", "distilbert", "albert", "electra", "xlm-roberta", "camembert", "mpnet",
+               "deberta", "deberta-v2")
+
+
+def check_text_model(folder) -> str:
+    """The model type of a Hugging Face folder given to --text-model; stops unless it is a BERT-family encoder."""
+    config = Path(folder) / "config.json"
+    if not config.is_file():
+        raise ValueError(f"--text-model {folder}: not a Hugging Face model folder (no config.json); pass the folder "
+                         "of a BERT-family model saved by save_pretrained (the release: bert-base-uncased)")
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type not in BERT_FAMILY:
+        raise ValueError(f"--text-model {folder}: model_type {model_type!r} is not a BERT-family encoder "
+                         f"({', '.join(BERT_FAMILY)}); pass a BERT-family folder (the release: bert-base-uncased)")
+    return model_type
+
+
 
 @dataclass(frozen=True)
 class MARTArch(MBTArch):
@@ -256,7 +278,9 @@ class MARTRecipe(MBTRecipe):
     presets = {"mart_demo": dict(DEMO, decoder_width=64, decoder_depth=2, decoder_heads=4, comp_heads=4,
                                  text_max_len=32, stage1_epochs=10, epochs=40),
                "mart_ve8": dict(OFFICIAL, stage1_epochs=100, annotation_name="ve8.json"),
-               "mart_ek6": dict(OFFICIAL, stage1_epochs=100, annotation_name="ek6.json")}
+               "mart_ek6": dict(OFFICIAL, stage1_epochs=100, annotation_name="ek6.json"),
+               "mart_ve8_official": dict(OFFICIAL_RELEASE, stage1_epochs=100, annotation_name="ve8.json"),
+               "mart_ek6_official": dict(OFFICIAL_RELEASE, stage1_epochs=100, annotation_name="ek6.json")}
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         add_backbone_options(parser)
@@ -295,14 +319,34 @@ class MARTRecipe(MBTRecipe):
         g.add_argument("--decoder-heads", type=int, default=16)
         g.add_argument("--comp-heads", type=int, default=8)
 
+    def expected_weights(self, args) -> list:
+        expected = super().expected_weights(args)
+        if str(args.preset).endswith("_official"):
+            expected.append(WeightFlag("text_model", "a local BERT-base (uncased) Hugging Face folder, as the release "
+                                       "uses (config.json, weights, tokenizer files)", metavar="FOLDER"))
+        return expected
+
+    def validate(self, args) -> None:
+        super().validate(args)
+        if args.text_model:
+            check_text_model(args.text_model)
+
+    def load_pretrained(self, model, args) -> list:
+        """The MBT's files, and the text model folder stage 1 reads (recorded here, loaded with stage 1)."""
+        records = super().load_pretrained(model, args)
+        folder = args.text_model or bundled_text_model_path()
+        return records + [{"flag": "--text-model", **file_record(folder), "model_type": check_text_model(folder),
+                           "bundled": not args.text_model}]
+
     def stages(self, args) -> list:
         return [Stage("stage1", args.stage1_epochs, method=self.stage1_step, select=False, text=True,
                       model=lambda mbt: self.stage1_model(args, mbt), handoff=self.handoff),
-                Stage("stage2", args.epochs, method=self.step)]
+                Stage("stage2", args.epochs, method=self.step, model=supervised_model)]
 
     def stage1_model(self, args, mbt):
         """MART's stage-1 model around `mbt` itself (decoder, complementary learning, text encoder): stage 1 trains
         the same backbone object that stage 2 goes on with."""
+        mbt.video.mask_token.requires_grad_(True)  # masked modelling trains it (stage 2 freezes it again)
         text = TextEncoder(args.text_model or bundled_text_model_path(), args.mbt_width, trainable=args.text_trainable,
                            max_length=args.text_max_len)
         return build_mart(mbt, mbt.head_v.out_features, text,

@@ -7,9 +7,11 @@ from typing import Callable, Dict, Optional
 import torch
 
 from core.losses import classification_loss
-from core.methods.base import Recipe, Stage, StageContext
+from core.methods.base import Recipe, Stage, StageContext, WeightFlag
+from core.weights import load_weight
 from models.ast import ASTConfig
 from models.mbt import MBT
+from models.pretrained import load_ast, load_videomae
 from models.video_vit import VideoViTConfig
 
 DEGREE_SOURCES = (("degree_v", "seg_logits_v"), ("degree_a", "seg_logits_a"), ("degree_dec", "dec_logits"))
@@ -75,6 +77,12 @@ class MBTArch:
 # Official MART/MBT settings (Adam 1e-4, wd 1e-3, T = 12 in training and 16 in evaluation, seed 3407).
 OFFICIAL = dict(optimizer="adam", lr=1e-4, weight_decay=1e-3, batch_size=4, epochs=150, seq_len=12, eval_seq_len=16,
                 snippet_duration=16, sample_size=112, loss="pcce", ema_decay=0.999, seed=3407, spec_augment=True)
+# The release's whole configuration (docs/presets.md): effective batch 36 by accumulation (4 x 9 here, the release's
+# 1 x 36: the same mean gradient for this LayerNorm-only network, and 36 videos per optimiser and EMA step), the AST
+# frozen before the fusion layer, the release's x/255 - 100/255 video scaling, the whole training split and the last
+# epoch (the release selects on the test split, which is not reproduced).
+OFFICIAL_RELEASE = dict(OFFICIAL, batch_size=4, accum_steps=9, freeze_audio_early=True, video_scaling="official",
+                        val_fraction=0.0, select="last")
 # A tiny MBT for the demo set (2 CPU cores).
 # (docs/mbt_demo.md): whole-spectrum audio tokens re-normalised to the demo's fbank statistics (mean 0.307, std
 # 2 x 0.285, AST's convention), mean-pooled heads, lr 1e-3 with cosine decay.
@@ -133,13 +141,23 @@ def build_mbt(arch: MBTArch, n_classes: int) -> MBT:
                head_init_scale=arch.mbt_head_init_scale)
 
 
+def supervised_model(mbt: MBT) -> MBT:
+    """The MBT as supervised training uses it (the `mbt` method, MART's stage 2): the video mask token serves only
+    MART's masked modelling, so it does not train here. Every trained parameter then takes part in each step, which
+    DistributedDataParallel requires (no find_unused_parameters: tests/test_main.py, two processes)."""
+    mbt.video.mask_token.requires_grad_(False)
+    return mbt
+
+
 class MBTRecipe(Recipe):
     name = "mbt"
     help = "the MART backbone (audio-visual bottleneck transformer) trained supervised: MART's stage 2 alone"
     arch = MBTArch
     presets = {"mbt_demo": DEMO,
                "mbt_ve8": dict(OFFICIAL, annotation_name="ve8.json"),
-               "mbt_ek6": dict(OFFICIAL, annotation_name="ek6.json")}
+               "mbt_ek6": dict(OFFICIAL, annotation_name="ek6.json"),
+               "mbt_ve8_official": dict(OFFICIAL_RELEASE, annotation_name="ve8.json"),
+               "mbt_ek6_official": dict(OFFICIAL_RELEASE, annotation_name="ek6.json")}
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         add_backbone_options(parser)
@@ -147,13 +165,26 @@ class MBTRecipe(Recipe):
     def build_model(self, arch: MBTArch, n_classes: int) -> MBT:
         return build_mbt(arch, n_classes)
 
+    def expected_weights(self, args) -> list:
+        return [WeightFlag("videomae_weights", "a VideoMAE ViT-B/16 checkpoint (e.g. videomae_base_patch16_224.pth; "
+                           "its width and depth must be --mbt-width / --mbt-depth)"),
+                WeightFlag("ast_weights", "the AudioSet AST file audioset_10_10_0.4593.pth (width and depth as "
+                           "--mbt-width / --mbt-depth)")]
+
     def load_pretrained(self, model: MBT, args) -> list:
-        if args.videomae_weights or args.ast_weights:
-            model.load_pretrained(args.videomae_weights, args.ast_weights)
-        return [p for p in (args.videomae_weights, args.ast_weights) if p]
+        trusted = args.trust_weights
+        flags = {w.dest: w for w in MBTRecipe.expected_weights(self, args)}
+        records = []
+        if args.videomae_weights:
+            records.append(load_weight(flags["videomae_weights"], args.videomae_weights,
+                                       lambda: load_videomae(args.videomae_weights, model.video, trusted=trusted)))
+        if args.ast_weights:
+            records.append(load_weight(flags["ast_weights"], args.ast_weights,
+                                       lambda: load_ast(args.ast_weights, model.audio, trusted=trusted)))
+        return records
 
     def stages(self, args) -> list:
-        return [Stage("", args.epochs, method=self.step)]
+        return [Stage("", args.epochs, method=self.step, model=supervised_model)]
 
     def step(self, args, sc: StageContext) -> MBTMethod:
         return MBTMethod(classification_loss(args.loss, sc.polarity, args.pcce_lambda))
