@@ -17,7 +17,7 @@ from core import methods
 from core.data import build_datasets, data_summary, dataset_kwargs, feature_cache, make_loader
 from core.distributed import cleanup, init_distributed
 from core.engine import NonFiniteLoss, TrainContext, predict_all
-from core.evaluate import summarise
+from core.evaluate import detection_lines, summarise
 from core.log import RunLogger
 from core.methods.base import StageContext
 from core.plots import confusion_figure, timeline_figure
@@ -135,7 +135,7 @@ def run(args) -> int:
     issues = {name: ds.counts() for name, ds in data.items() if ds is not None and name != "test"}
     return report_test(args, model.to(ctx.device), recipe.predictor(args, polarity), data["test"], labels, polarity,
                        ctx, selected_epoch=selected["epoch"], best_val=best["acc"] if best else None,
-                       data_issues=issues)
+                       data_issues=issues, history=best["history"] if best else None)
 
 
 def train_stages(args, recipe, stages: list, model, data: dict, polarity, ctx, run_dir: Path) -> tuple:
@@ -176,9 +176,10 @@ def evaluate_checkpoint(args, ctx: TrainContext) -> int:
 
 
 def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_epoch, best_val,
-                data_issues: dict = None) -> int:
+                data_issues: dict = None, history: list = None) -> int:
     """Evaluates the test split once; results.json also counts every skip or substitution the data needed
-    ('data_issues': per subset, see VideoEmotionDataset.counts)."""
+    ('data_issues': per subset, see VideoEmotionDataset.counts) and holds the last stage's per-epoch training
+    statistics ('train_history': e.g. CTEN's empty_key_views, empty_context_views, keyframe_fraction)."""
     logger = ctx.logger
     records = predict_all(model, method, make_loader(test_ds, args, ctx.dist, train=False), ctx, desc="test")
     gt = None
@@ -190,15 +191,19 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
                        det_rule=opts.detection_rule(args))
     result.update(protocol=protocol_record(args, best_val is not None or not args.eval_only),
                   preset=args.preset, weights=getattr(args, "weights", None), selected_epoch=selected_epoch, best_val_acc=best_val, n_test_videos=len(records),
-                  data_issues={**(data_issues or {}), "test": test_ds.counts()})
+                  data_issues={**(data_issues or {}), "test": test_ds.counts()}, train_history=history or [])
     if ctx.dist.is_main:
         logger.write_json("results.json", {k: v for k, v in result.items() if k != "per_video"})
         logger.write_json("predictions.json", result["per_video"])
         draw_figures(args, result, test_ds, labels, gt, logger)
         logger.print(f"test accuracy {result['acc']:.4f} ({len(records)} videos, chance {1 / len(labels):.3f}); "
                      f"mean class accuracy {result['mean_class_acc']:.4f}; polarity accuracy {result['polarity_acc']:.4f}")
-        if "detection" in result:
-            logger.print("detection mAP@tIoU: " + " ".join(f"{k} {v:.3f}" for k, v in result["detection"].items()))
+        for line in detection_lines(result):  # the model's mAP@tIoU and the three baselines'
+            logger.print(line)
+        last = (history or [{}])[-1]
+        if "keyframe_fraction" in last:
+            logger.print(f"erasing, last epoch: empty keyframe views {last['empty_key_views']:.3f}, empty context "
+                         f"views {last['empty_context_views']:.3f}, keyframe fraction {last['keyframe_fraction']:.3f}")
         if test_ds.report():
             logger.print(f"test data: {test_ds.report()}")
         logger.print(f"results: {logger.run_dir / 'results.json'}")

@@ -32,12 +32,15 @@ def build_scheduler(args, optimizer, epochs: int):
 
 @dataclass
 class Progress:
-    """Where a stage is: the next epoch to train and the selected model so far ({'acc', 'epoch'})."""
+    """Where a stage is: the next epoch to train, the selected model so far ({'acc', 'epoch'}) and every epoch's
+    training statistics (the step's logs averaged, lr, val acc: results.json's 'train_history')."""
     start_epoch: int = 0
     best: dict = None
+    history: list = None
 
     def __post_init__(self):
         self.best = self.best or {"acc": -1.0, "epoch": -1}
+        self.history = self.history or []
 
 
 def prepare(args, model, ctx: TrainContext, epochs: int):
@@ -55,6 +58,7 @@ def save_last(path: Path, model, optimizer, scheduler, ctx: TrainContext, epoch:
     ckpt.save_checkpoint(path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                          scheduler=scheduler.state_dict(), ema=ctx.ema.state_dict() if ctx.ema else None,
                          scaler=ctx.scaler.state_dict() if ctx.scaler else None, epoch=epoch, best=progress.best,
+                         history=progress.history,
                          global_step=ctx.global_step, rng=ckpt.rng_state(), **record)
 
 
@@ -97,7 +101,7 @@ def resume(path: Path, model, optimizer, scheduler, ctx: TrainContext) -> Progre
     ctx.global_step = state["global_step"]
     ckpt.set_rng_state(state["rng"])
     ctx.logger.print(f"resumed from {path} after epoch {state['epoch']}")
-    return Progress(state["epoch"] + 1, state["best"])
+    return Progress(state["epoch"] + 1, state["best"], state.get("history"))
 
 
 def validate(model, method, loader, ctx: TrainContext, labels, polarity, epoch: int) -> float:
@@ -111,7 +115,7 @@ def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_d
     """Trains `model` for `epochs` with the Method that make_method(ema) returns, resuming from run_dir/last.pth
     with --resume. Writes last.pth every epoch and best.pth: the best on the validation subset (select and a
     validation subset exists) or the last epoch. `record`: what every checkpoint stores besides the training state
-    (config, architecture, labels, stage). Returns {'acc', 'epoch'} of the selected model."""
+    (config, architecture, labels, stage). Returns {'acc', 'epoch'} of the selected model and 'history'."""
     dist, device, logger = ctx.dist, ctx.device, ctx.logger
     labels = data["train"].labels
     model = model.to(device)
@@ -143,6 +147,7 @@ def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_d
             if improved:
                 progress.best = {"acc": acc, "epoch": epoch}
         logger.print(line)
+        progress.history.append({"epoch": epoch, **stats, **({"val_acc": acc} if val_loader is not None else {})})
         if data["train"].report():  # every counted skip or substitution so far, each epoch
             logger.print(f"  training data: {data['train'].report()}")
         if dist.is_main:
@@ -154,4 +159,4 @@ def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_d
         (run_dir / "done").write_text(json.dumps(progress.best))
     if dist.enabled:
         torch.distributed.barrier()
-    return progress.best
+    return {**progress.best, "history": progress.history}

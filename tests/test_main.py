@@ -88,6 +88,9 @@ def test_results_and_eval_only_agree(tiny_root, tmp_path):
     assert run_main(argv(tiny_root, tmp_path, "run", "--epochs", "1", "--vis-videos", "1")) == 0
     run = tmp_path / "run"
     result = json.loads((run / "results.json").read_text())
+    history = result["train_history"]  # per epoch: the step's statistics, e.g. the erasing ones
+    assert [h["epoch"] for h in history] == [0] and history[0]["empty_key_views"] == 0.0
+    assert 0 < history[0]["keyframe_fraction"] < 1 and "val_acc" in history[0]
     assert result["n_test_videos"] == 4 and 0.0 <= result["acc"] <= 1.0
     assert "validation subset" in result["protocol"]["selection"] and len(result["confusion"]) == 2
     assert result["protocol"]["counts"] == {"train": 6, "val": 2, "test": 4} and result["protocol"]["select"] == "val"
