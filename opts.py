@@ -39,7 +39,7 @@ PRESETS = {
                       ast_input_std=0.57, decoder_width=64,
                       decoder_depth=2, decoder_heads=4, comp_heads=4, text_max_len=32, optimizer="adam", lr=1e-3,
                       lr_schedule="cosine", weight_decay=1e-3, batch_size=8, stage1_epochs=6, epochs=40,
-                      loss="pcce", ema_decay=0.99, ema_warmup=50.0),
+                      loss="pcce", ema_decay=0.99, ema_warmup=50.0, val_fraction=0.0),
     "mart_ve8": dict(_MBT_OFFICIAL, method="mart", stage1_epochs=100, annotation_name="ve8.json"),
     "mart_ek6": dict(_MBT_OFFICIAL, method="mart", stage1_epochs=100, annotation_name="ek6.json"),
     "mbt_ve8": dict(_MBT_OFFICIAL, annotation_name="ve8.json"),
