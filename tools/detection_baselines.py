@@ -16,8 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import main as entry  # noqa: E402
 import opts  # noqa: E402
+from core import methods  # noqa: E402
+from core.data import dataset_kwargs  # noqa: E402
+from datasets.video_emotion import VideoEmotionDataset  # noqa: E402
 from core.evaluate import summarise  # noqa: E402
 from datasets.annotations import class_polarity  # noqa: E402
 
@@ -28,7 +30,7 @@ def main(argv=None) -> int:
     if not args.gt_segments:
         raise SystemExit("pass --gt-segments (the demo's key_spans.json)")
     gt = json.loads(Path(args.gt_segments).read_text())
-    test = entry.VideoEmotionDataset(**entry.dataset_kwargs(args, "test"))
+    test = VideoEmotionDataset(**dataset_kwargs(args, methods.get(args.method), "test"))
     labels = test.labels
     polarity = torch.tensor(class_polarity(labels, args.positive_classes))
     rng = np.random.default_rng(0)

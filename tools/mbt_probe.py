@@ -6,7 +6,7 @@
 The first call decodes `--views` augmented training views of every training video and the evaluation view of
 every training, validation and test video into `--cache` (reused by later calls with the same data flags); each
 epoch then draws one cached view per training video, so a run measures the optimisation, not the decoding.
-The model, loss and optimiser come from the main.py flags after `--` (models/build.py, core/losses.py), with an
+The model, loss and optimiser come from the main.py flags after `--` (the method's recipe, core/losses.py), with an
 optional linear warm-up (--warmup steps) and cosine decay. Printed per epoch: mean per-head training loss, the
 accuracy of the training batches, and every --eval-every epochs the accuracy of the (EMA) model on the
 evaluation view of the training set and of the test split; one final JSON line sums the run up.
@@ -22,15 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import main as entry  # noqa: E402
 import opts  # noqa: E402
+from core import methods  # noqa: E402
+from core.data import build_datasets  # noqa: E402
 from core.ema import ModelEMA  # noqa: E402
 from core.engine import TrainContext, predict_all  # noqa: E402
 from core.evaluate import summarise  # noqa: E402
 from models.mart import mbt_state_from_mart  # noqa: E402
 from datasets.annotations import class_polarity  # noqa: E402
+from core.methods.base import StageContext  # noqa: E402
+from core.train import build_optimizer  # noqa: E402
 from datasets.video_emotion import collate_samples  # noqa: E402
-from models.build import build_model, build_stage1  # noqa: E402
 
 KEEP = ("video", "audio", "label", "texts", "seg_times", "video_id")
 
@@ -51,8 +53,7 @@ def take(data: dict, idx) -> dict:
 def build_cache(args, views: int) -> dict:
     """{'train_views': [view][...], 'train': eval view, 'val', 'test', 'labels'} of stacked tensors."""
     torch.manual_seed(0)
-    args = argparse.Namespace(**{**vars(args), "method": "mart"})  # with transcripts, for both methods
-    data = entry.build_datasets(args)
+    data = build_datasets(args, methods.get(args.method), text=True)  # with transcripts, for both methods
     out = {"labels": data["train"].labels}
     out["train_views"] = [stack([data["train"][i] for i in range(len(data["train"]))]) for _ in range(views)]
     for name in ("train", "val", "test"):
@@ -102,7 +103,7 @@ def train_stage(model, method, args, me, cache, epochs: int, gen, log_prefix: st
     """One optimiser (over the trainable parameters) and one EMA (also put in holder['ema'], for a teacher) for
     `epochs`, as main.py's fit; returns the evaluated model (the EMA copy when there is one)."""
     params = [q for q in model.parameters() if q.requires_grad]
-    optimizer = entry.build_optimizer(args, params)
+    optimizer = build_optimizer(args, params)
     ema = ModelEMA(model, args.ema_decay, args.ema_warmup) if args.ema_decay > 0 else None
     if holder is not None:
         holder["ema"] = ema
@@ -177,14 +178,16 @@ def main(argv=None) -> int:
 
     torch.manual_seed(me.seed)
     gen = torch.Generator().manual_seed(me.seed)
-    model = build_model(args, len(labels), pretrained=False)
+    recipe = methods.get(args.method)
+    model = recipe.build_model(recipe.arch_of(args), len(labels))
     t0 = time.time()
     summary = {"own": vars(me), "main_flags": rest}
-    if args.method == "mart":
-        stage1 = build_stage1(args, model, len(labels))
+    stages = recipe.stages(args)
+    if len(stages) == 2:  # MART: stage 1 around the MBT, then the MBT
+        stage1 = stages[0].model(model)
         holder: dict = {}
-        mart_method = entry.build_method(args, "mart", polarity, argparse.Namespace(labels=labels), None,
-                                         args.stage1_epochs)
+        mart_method = stages[0].method(args, StageContext(polarity, argparse.Namespace(labels=labels), None,
+                                                          args.stage1_epochs))
         mart_method.teacher_fn = lambda: holder["ema"].module if holder.get("ema") is not None else None
         evaluated = train_stage(stage1, mart_method, args, me, cache, args.stage1_epochs, gen, "stage1", t0,
                                 evaluate_fn, holder)
@@ -196,7 +199,7 @@ def main(argv=None) -> int:
         summary["stage1_seconds"] = round(time.time() - t0, 1)
         model.load_state_dict(mbt_state_from_mart(evaluated.state_dict()))
         summary["stage1_test"] = evaluate(model, cache["test"])
-    method = entry.build_method(args, "mbt", polarity, None)
+    method = recipe.predictor(args, polarity)
     if epochs > 0:
         final = train_stage(model, method, args, me, cache, epochs, gen, "mbt", t0, evaluate_fn)
     else:

@@ -276,7 +276,7 @@ class MARTRecipe(MBTRecipe):
     help = "MART: stage 1 (masked affective representation learning) then stage 2 (supervised MBT) (CVPR 2024)"
     arch = MARTArch
     presets = {"mart_demo": dict(DEMO, decoder_width=64, decoder_depth=2, decoder_heads=4, comp_heads=4,
-                                 text_max_len=32, stage1_epochs=10, epochs=40),
+                                 text_max_len=32, stage1_epochs=6, epochs=40, val_fraction=0.0, select="last"),
                "mart_ve8": dict(OFFICIAL, stage1_epochs=100, annotation_name="ve8.json"),
                "mart_ek6": dict(OFFICIAL, stage1_epochs=100, annotation_name="ek6.json"),
                "mart_ve8_official": dict(OFFICIAL_RELEASE, stage1_epochs=100, annotation_name="ve8.json"),
