@@ -148,8 +148,9 @@ def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_d
                 progress.best = {"acc": acc, "epoch": epoch}
         logger.print(line)
         progress.history.append({"epoch": epoch, **stats, **({"val_acc": acc} if val_loader is not None else {})})
-        if data["train"].report():  # every counted skip or substitution so far, each epoch
-            logger.print(f"  training data: {data['train'].report()}")
+        report = data["train"].report()  # every counted skip or substitution so far, each epoch
+        if report:
+            logger.print(f"  training data: {report}")
         if dist.is_main:
             if improved:
                 ckpt.save_checkpoint(run_dir / "best.pth", model=unwrap(eval_model).state_dict(), epoch=epoch,

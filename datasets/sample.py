@@ -40,7 +40,6 @@ def build_sample(spec: SampleSpec, n_frames: int, fps: float, read_visual: Calla
     seg_times = seg_bounds.double() / fps  # (T, 2)
     aug = draw_spatial_aug(training, generator)
     sample = {
-        "video_id": None,
         "frame_indices": frame_indices,
         "seg_bounds": seg_bounds,
         "seg_times": seg_times.float(),

@@ -4,6 +4,7 @@ ties a method's options, presets, model, inputs and stages together (core/method
 Adding a method is one model file under models/, one recipe file under core/methods/ that defines `RECIPE`, its
 presets in that recipe, and tests; nothing else in the house names methods (README, "Adding a method").
 """
+import abc
 import argparse
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -65,8 +66,9 @@ class WeightFlag:
         return "--" + self.dest.replace("_", "-")
 
 
-class Recipe:
-    """A method, found by name in the registry. Subclasses set the class attributes and override the hooks.
+class Recipe(abc.ABC):
+    """A method, found by name in the registry. Subclasses set the class attributes, must implement the abstract
+    hooks (build_model, stages, predictor) and may override the others.
 
     name: the --method value; help: one line for --help; presets: {preset name: {option: value}} (each preset's
     'method' is filled in with `name`); arch: a dataclass whose fields are the options that fix the architecture
@@ -89,9 +91,9 @@ class Recipe:
         """Which modalities the dataset reads: {'audio': bool} (text is a property of the stage)."""
         return {"audio": True}
 
+    @abc.abstractmethod
     def build_model(self, arch, n_classes: int) -> torch.nn.Module:
         """The network the run evaluates and predicts with, from the architecture dataclass alone."""
-        raise NotImplementedError
 
     def expected_weights(self, args: argparse.Namespace) -> list:
         """The WeightFlags of the pretrained files this run's model expects (a non-demo preset refuses to start
@@ -103,17 +105,17 @@ class Recipe:
         file (core.weights.load_weight: path, size, SHA-256, what was kept, ignored and initialised)."""
         return []
 
+    @abc.abstractmethod
     def stages(self, args: argparse.Namespace) -> list:
         """The training stages, in order; the last one's selected model is the one tested."""
-        raise NotImplementedError
 
     def stage_of(self, state_dict: dict) -> Optional[str]:
         """The stage that wrote a checkpoint older than the 'stage' field, told from its weights (None: the last)."""
         return None
 
+    @abc.abstractmethod
     def predictor(self, args: argparse.Namespace, polarity: torch.Tensor) -> Method:
         """The step used for evaluation and prediction (its `predict`)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ shared helpers
 
