@@ -5,6 +5,7 @@ Every classification function takes either predicted class indices (N,) or score
 argmax along dim 1 is the prediction, and labels (N,), as numpy arrays, torch tensors or lists.
 Accuracies are fractions in [0, 1]; mAP values too (the papers print percentages).
 """
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -249,3 +250,14 @@ def detection_map(predictions: Mapping, ground_truth: Mapping, tious: Sequence[f
     table = np.array([[per_class[c][f"AP@{t:g}"] for t in tious] for c in per_class])  # (classes, tious)
     means = table.mean(axis=0)
     return {**dict(zip(keys, means.tolist())), "mAP_avg": float(means.mean()), "per_class": per_class}
+
+
+def mean_std(values: list) -> tuple:
+    """Mean and sample standard deviation (n - 1; None for a single value) of the finite values."""
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

@@ -22,7 +22,7 @@ from fixtures_data import make_video_root
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "cten_demo", "--seq-len", "2", "--snippet-duration", "2", "--sample-size", "16",
-        "--batch-size", "2", "--workers", "0", "--val-fraction", "0.25", "--no-progress", "--lr", "1e-3", "--positive-classes", "Joy"]
+        "--batch-size", "2", "--workers", "0", "--val-fraction", "0.25", "--select", "val", "--lr-schedule", "constant", "--no-progress", "--lr", "1e-3", "--positive-classes", "Joy"]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ sentiment-polarity accuracy and each class's accuracy.
 """
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.metrics import mean_std  # noqa: E402
 from datasets.annotations import (EK6_CLASSES, VE8_CLASSES, dump_annotation, load_annotation, make_splits, parse_ratio)  # noqa: E402
 from datasets.errors import DataError  # noqa: E402
 from datasets.feature_cache import sha256_file  # noqa: E402
@@ -94,19 +94,18 @@ def prepare_splits(annotation, n: int, ratio, seed: int, folder: Path, released:
     return splits
 
 
-def run_split(split: dict, args, runs: Path) -> dict:
-    """Runs main.py on one split (unless its results exist); returns the split's record with 'status', 'results'."""
-    name = f"split{split['split']:02d}"
+def run_main(main_args: list, runs: Path, name: str, python: str, rerun: bool = False) -> dict:
+    """Runs main.py as `--output runs --name name` (unless its results.json exists, or with rerun), logging to
+    runs/name.log; returns {'run_dir', 'log', 'status', 'seconds', 'results'} (+ 'command', 'error_tail')."""
     run_dir, log = runs / name, runs / f"{name}.log"
     results_path = run_dir / "results.json"
-    record = dict(split, run_dir=str(run_dir), log=str(log))
-    if results_path.is_file() and not args.rerun:
+    record = dict(run_dir=str(run_dir), log=str(log))
+    if results_path.is_file() and not rerun:
         return dict(record, status="reused", seconds=None, results=json.loads(results_path.read_text()))
-    cmd = [args.python, str(MAIN), *args.main_args, "--annotation", split["annotation"], "--output", str(runs),
-           "--name", name]
-    if not any(a in ("--resume", "--no-resume") for a in args.main_args):
+    cmd = [python, str(MAIN), *main_args, "--output", str(runs), "--name", name]
+    if not any(a in ("--resume", "--no-resume") for a in main_args):
         cmd.append("--resume")
-    if not any(a in ("--progress", "--no-progress") for a in args.main_args):
+    if not any(a in ("--progress", "--no-progress") for a in main_args):
         cmd.append("--no-progress")
     runs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -122,15 +121,10 @@ def run_split(split: dict, args, runs: Path) -> dict:
     return dict(record, status="done", results=json.loads(results_path.read_text()))
 
 
-def mean_std(values: list) -> tuple:
-    """Mean and sample standard deviation (n - 1; None for a single value) of the finite values."""
-    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+def run_split(split: dict, args, runs: Path) -> dict:
+    """Runs main.py on one split (unless its results exist); returns the split's record with 'status', 'results'."""
+    main_args = [*args.main_args, "--annotation", split["annotation"]]
+    return dict(split, **run_main(main_args, runs, f"split{split['split']:02d}", args.python, args.rerun))
 
 
 def aggregate(records: list) -> dict:

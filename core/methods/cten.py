@@ -168,8 +168,9 @@ OFFICIAL = dict(_OFFICIAL, **PROTOCOL_PAPER, visual_input="official", visual_bn=
                 audio_features="fbank",
                 temporal_attention="joint", nonlocal_init="official", erase_rule="official", erase_audio=False,
                 loss_reduction="mean")
-# The demo: tiny models that train on the built-in demo set in minutes on 2 CPU cores.
-DEMO_DATA = dict(root="data/demo/data", seq_len=6, snippet_duration=8, sample_size=64, workers=2, val_fraction=0.15)
+# The demo: tiny models that train on the built-in demo set in minutes on 2 CPU cores, on all 56 training videos with
+# a cosine-decayed lr and the last epoch tested (the best of 8 validation videos picked epochs by chance: README).
+DEMO_DATA = dict(root="data/demo/data", seq_len=6, snippet_duration=8, sample_size=64, workers=2)
 
 
 class CTENRecipe(Recipe):
@@ -180,7 +181,7 @@ class CTENRecipe(Recipe):
     presets = {
         "cten_demo": dict(DEMO_DATA, visual_depth=10, visual_input="kinetics400", audio_arch="resnet10",
                           audio_first_conv="imagenet", optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8,
-                          epochs=10, loss="ce"),
+                          epochs=10, loss="ce", lr_schedule="cosine", val_fraction=0.0, select="last"),
         "cten_ve8": dict(_OFFICIAL, annotation_name="ve8.json"),
         "cten_ek6": dict(_OFFICIAL, annotation_name="ek6.json"),
         "cten_ve8_paper": dict(PAPER, annotation_name="ve8.json"),
