@@ -160,7 +160,7 @@ def test_model_selection_never_sees_the_test_split(tmp_path, monkeypatch):
     monkeypatch.setattr(core.run, "predict_all", spy)  # the test evaluation
     monkeypatch.setattr(core.train, "predict_all", spy)  # the validation during training
     argv = ["--preset", "cten_demo", "--seq-len", "2", "--snippet-duration", "2", "--sample-size", "16",
-            "--batch-size", "2", "--workers", "0", "--val-fraction", "0.25", "--no-progress", "--epochs", "2",
+            "--batch-size", "2", "--workers", "0", "--val-fraction", "0.25", "--select", "val", "--no-progress", "--epochs", "2",
             "--positive-classes", "Joy", "--vis-videos", "0", "--root", str(root), "--annotation", str(ann),
             "--output", str(tmp_path / "runs"), "--name", "sel"]
     assert core.run.main(argv) == 0
