@@ -50,6 +50,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from core.metrics import temporal_iou
 from models.erasing import minmax_normalize
 
 COMBINE = ("min", "product", "mean", "visual", "audio")
@@ -179,18 +180,12 @@ def upsample_curve(curve, seg_times, factor: int) -> tuple[np.ndarray, np.ndarra
     return np.interp(bins.mean(axis=1), times.mean(axis=1), c), bins
 
 
-def _tiou(a: tuple, b: tuple) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 1.0
-
-
 def nms_1d(dets: list, iou: float) -> list:
     """[(start, end, score), ...] -> the kept ones by descending score: each drops every later one whose tIoU with
     it exceeds `iou`."""
     kept = []
     for d in sorted(dets, key=lambda d: -d[2]):
-        if all(_tiou(d, k) <= iou for k in kept):
+        if not kept or temporal_iou(d[:2], [k[:2] for k in kept]).max() <= iou:
             kept.append(d)
     return kept
 
