@@ -125,7 +125,8 @@ def test_upsample_interpolates_between_segment_centres():
     np.testing.assert_allclose(bins, [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6]])
     np.testing.assert_allclose(values, [0.0, 0.25, 0.75, 0.75, 0.25, 0.0])  # bin centres .5 1.5 2.5 3.5 4.5 5.5
     same, bins1 = upsample_curve([3.0, 1.0], _times(2), 1)
-    np.testing.assert_allclose(same, [3.0, 1.0]) and np.testing.assert_allclose(bins1, _times(2))
+    np.testing.assert_allclose(same, [3.0, 1.0])
+    np.testing.assert_allclose(bins1, _times(2))
 
 
 def test_oic_finds_the_bump_and_scores_by_contrast():
