@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from core import methods
+from core.detection import COMBINE, METHODS, NORMALISE, SCORE_SOURCE, SOURCES
 
 B = argparse.BooleanOptionalAction
 
@@ -115,10 +116,10 @@ def add_run_options(g) -> None:
 
 def add_detection_options(g) -> None:
     """The --det-* flags of the detection rule (core/detection.py), shared with tools/predict.py."""
-    g.add_argument("--det-method", choices=["oic", "threshold"], default="oic",
+    g.add_argument("--det-method", choices=METHODS, default="oic",
                    help="oic: multi-threshold proposals scored by outer-inner contrast, then NMS; threshold: the "
                         "single-threshold rule (with --det-source attention, the paper-literal path)")
-    g.add_argument("--det-source", choices=["auto", "cas", "tcam", "attention"], default="auto",
+    g.add_argument("--det-source", choices=SOURCES, default="auto",
                    help="cas: the classifier on each segment's features, for the predicted class; tcam: the same "
                         "weighted by the temporal attention (each segment's share of the logit); attention: the "
                         "modality attentions combined by --det-combine; auto: cas when the model has it")
@@ -127,14 +128,14 @@ def add_detection_options(g) -> None:
     g.add_argument("--det-margin", type=float, default=0.25, help="oic: outer margin, as a share of the proposal length")
     g.add_argument("--det-nms-iou", type=float, default=0.5, help="oic: proposals overlapping a better one more are dropped")
     g.add_argument("--det-upsample", type=int, default=4, help="oic: curve bins per segment (linear interpolation)")
-    g.add_argument("--det-combine", choices=["min", "product", "mean", "visual", "audio"], default="min",
+    g.add_argument("--det-combine", choices=COMBINE, default="min",
                    help="how the modality curves combine after min-max normalisation (min = the erasing rule)")
-    g.add_argument("--det-normalise", choices=["minmax", "none"], default="minmax")
+    g.add_argument("--det-normalise", choices=NORMALISE, default="minmax")
     g.add_argument("--det-threshold", type=float, default=0.5, help="segments at or above it are emotional")
     g.add_argument("--det-merge-gap", type=float, default=0.0, help="seconds between segments that still merge")
     g.add_argument("--det-min-len", type=float, default=0.0, help="seconds; shorter detections are dropped")
     g.add_argument("--det-score", choices=["mean", "max"], default="mean")
-    g.add_argument("--det-score-source", choices=["normalised", "raw"], default="normalised")
+    g.add_argument("--det-score-source", choices=SCORE_SOURCE, default="normalised")
     g.add_argument("--det-class-prob", action=B, default=True, help="multiply scores by the predicted class probability")
 
 

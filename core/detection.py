@@ -278,6 +278,7 @@ def detect_batch(att: Mapping, seg_times, video_ids: Sequence[str], logits, comb
     class_curves = {k: v for k, v in att.items() if k in CLASS_CURVES.values()}
     curves = {k: _numpy(v) for k, v in att.items() if k not in class_curves}
     times = _numpy(seg_times)
+    durations = None if durations is None else _numpy(durations)
     for k, v in curves.items():
         if v.ndim != 2 or v.shape[0] != len(video_ids):
             raise ValueError(f"{k} must be (B, T) with B = {len(video_ids)} videos; got {v.shape}")
@@ -305,5 +306,5 @@ def detect_batch(att: Mapping, seg_times, video_ids: Sequence[str], logits, comb
         else:
             segs = segments_from_attention(curve, times[b], class_prob=p, **rule)
         dets = [(s, e, sc, int(pred[b])) for s, e, sc in segs]
-        out[vid] = fold_detections(dets, float(_numpy(durations)[b])) if durations is not None else dets
+        out[vid] = fold_detections(dets, float(durations[b])) if durations is not None else dets
     return out

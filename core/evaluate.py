@@ -24,12 +24,14 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
     out["labels"] = list(labels)
     present = [c for c in (*curves, *CLASS_CURVES.values()) if c in records[0]]
     out["curves"] = [c for c in present if c not in CLASS_CURVES.values()]  # the (T,) curves the timelines draw
+    rule = det_rule or {}
+    durations = np.array([clip_duration(r) for r in records])
     detections = {}
-    if any(c not in CLASS_CURVES.values() for c in present):  # at least one attention curve
+    if out["curves"]:  # at least one attention curve
         detections = detect_batch({c: np.stack([r[c] for r in records]) for c in present},
                                   np.stack([r["seg_times"] for r in records]), [r["video_id"] for r in records],
                                   np.log(np.clip(probs, 1e-12, None)),
-                                  durations=np.array([clip_duration(r) for r in records]), **(det_rule or {}))
+                                  durations=durations, **rule)
     if gt_segments is not None and detections:
         missing = [r["video_id"] for r in records if r["video_id"] not in gt_segments]
         if missing:
@@ -41,9 +43,9 @@ def summarise(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_s
         per_class = detection_map(detections, gt, TIOUS, class_agnostic=False, gt_labels=gt_labels)
         out["detection_per_class"] = {labels[c]: v for c, v in per_class.pop("per_class").items()}
         out["detection_per_class"]["mean"] = per_class
-        scores = {r["video_id"]: float(r["probs"].max()) if (det_rule or {}).get("use_class_prob", True) else 1.0
+        scores = {r["video_id"]: float(r["probs"].max()) if rule.get("use_class_prob", True) else 1.0
                   for r in records}
-        out["detection_baselines"] = detection_baselines(detections, {r["video_id"]: clip_duration(r) for r in records},
+        out["detection_baselines"] = detection_baselines(detections, dict(zip([r["video_id"] for r in records], durations.tolist())),
                                                          gt, scores)
     out["per_video"] = [{"video_id": r["video_id"], "label": labels[r["label"]],
                          "pred": labels[int(r["probs"].argmax())], "probs": r["probs"].round(4).tolist(),

@@ -28,7 +28,7 @@ from core.weights import load_weight
 from datasets.feature_cache import FeatureCache, cache_expectation, grid_lookup
 from datasets.frames import erased_view_frames
 from models.cten import CTEN
-from models.erasing import erasing_masks, reuse_view, view_stats
+from models.erasing import ERASE_RULES, erasing_masks, reuse_view, view_stats
 from models.pretrained import load_resnet3d, load_torchvision_resnet
 
 
@@ -227,7 +227,7 @@ class CTENRecipe(Recipe):
         g = parser.add_argument_group("CTEN temporal erasing")
         g.add_argument("--erase", action=B, default=True, help="temporal erasing (Eqs. 8-9) and the two extra views")
         g.add_argument("--theta", type=float, default=0.7, help="keyframe threshold on min-max normalised attention")
-        g.add_argument("--erase-rule", choices=["joint", "paper", "official"], default="joint",
+        g.add_argument("--erase-rule", choices=ERASE_RULES, default="joint",
                        help="joint: min(A*_v, A*_a) renormalised over T >= theta (never an empty view); paper: both "
                             "modalities' A* >= theta (literal Eq. 9); official: joint attention >= 0.7 max + 0.3 min "
                             "(keyframes only; the context view is the segments strictly below)")
@@ -255,9 +255,8 @@ class CTENRecipe(Recipe):
         return {"audio": args.modalities != "v"}
 
     def feature_cache(self, args) -> Optional[FeatureCache]:
-        """The --feature-cache folder, checked against this run's backbone settings (a stale cache is refused)."""
-        if not args.feature_cache:
-            return None
+        """The --feature-cache folder (core/data.py calls this only when it is set), checked against this run's
+        backbone settings (a stale cache is refused)."""
         expect = cache_expectation(args.annotation, args.visual_depth, args.visual_input, args.snippet_duration,
                                    args.sample_size, args.visual_weights)
         return FeatureCache(args.feature_cache, expect=expect)
