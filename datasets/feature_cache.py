@@ -204,10 +204,6 @@ class FeatureCache:
         self._maps: dict = {}
         self._pid = os.getpid()
 
-    @property
-    def n_crops(self) -> int:
-        return len(self.crops)
-
     def _check(self, expect: dict) -> None:
         where = self.path / MANIFEST
         for key, want in expect.items():
@@ -280,11 +276,16 @@ class FeatureCache:
             if arr.shape != want or arr.dtype != np.float16:
                 raise DataError(file, f"cached features are {arr.dtype} {arr.shape}, the manifest says float16 {want}",
                                 _FIX.format(path=self.path))
-            if not np.isfinite(arr).all():
-                raise DataError(file, f"cached features hold {int(np.count_nonzero(~np.isfinite(arr)))} NaN or "
-                                      "infinite values", _FIX.format(path=self.path))
             self._maps[video_id] = arr
         return arr
+
+    def _finite(self, video_id: str, rows: np.ndarray) -> np.ndarray:
+        """The rows read for a sample, refused when any is NaN or infinite (only what is read is checked)."""
+        if not np.isfinite(rows).all():
+            raise DataError(self.path / self._entry(video_id)["file"], f"cached features hold "
+                            f"{int(np.count_nonzero(~np.isfinite(rows)))} NaN or infinite values",
+                            _FIX.format(path=self.path))
+        return rows
 
     def n_frames(self, video_id: str) -> int:
         return int(self._entry(video_id)["n_frames"])
@@ -296,7 +297,7 @@ class FeatureCache:
     def grid(self, video_id: str, view: int, dtype: torch.dtype = torch.float32) -> tuple:
         """-> feats (G, D) in `dtype` (float16 halves what a DataLoader worker hands over), starts (G,) int64 of
         one video's grid in one view."""
-        feats = torch.from_numpy(np.array(self._array(video_id)[view]))
+        feats = torch.from_numpy(self._finite(video_id, np.array(self._array(video_id)[view])))
         return feats.to(dtype), self.grid_starts(video_id)
 
     def lookup(self, video_id: str, view: int, snippet_starts: torch.Tensor,
@@ -310,7 +311,7 @@ class FeatureCache:
                                                   f"cached, {int(n_frames)} now", _FIX.format(path=self.path))
         index = nearest_grid(torch.as_tensor(snippet_starts), self.grid_starts(video_id), n)
         rows = np.asarray(self._array(video_id)[view][index.numpy()], dtype=np.float32)
-        return torch.from_numpy(rows)
+        return torch.from_numpy(self._finite(video_id, rows))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

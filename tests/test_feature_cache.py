@@ -191,6 +191,27 @@ def test_cache_refuses_other_videos_and_changed_frames(cache_dir, tmp_path):
         FeatureCache(tmp_path / "absent")
 
 
+def test_nan_in_cached_features_names_the_file(cache_dir, tmp_path):
+    import shutil
+
+    base, _ = cache_dir
+    copy = tmp_path / "nan_cache"
+    shutil.copytree(base / "stride1", copy)
+    cache = FeatureCache(copy)
+    file = copy / cache._entry("a_long")["file"]
+    arr = np.load(file)
+    arr[1, 3, 0] = np.nan  # crop 1, grid snippet 3
+    np.save(file, arr)
+    cache = FeatureCache(copy)
+    torch.testing.assert_close(cache.lookup("a_long", 0, torch.tensor([3])),
+                               FeatureCache(base / "stride1").lookup("a_long", 0, torch.tensor([3])))  # other crop
+    with pytest.raises(DataError, match="1 NaN or infinite") as e:
+        cache.lookup("a_long", 1, torch.tensor([3]))
+    assert e.value.path == str(file)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        cache.grid("a_long", 1)
+
+
 def test_cache_is_picklable_for_workers(cache_dir):
     import pickle
 

@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.detection import BASELINES  # noqa: E402
 from core.metrics import mean_std  # noqa: E402
 from tools.run_splits import run_main  # noqa: E402
 import opts  # noqa: E402
 
 SET_PER_RUN = ("--seed", "--output", "--name")
-BASELINES = ("whole_clip", "random_span", "centre_span")
 
 
 def parse_variant(text: str) -> tuple[str, list]:

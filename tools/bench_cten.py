@@ -50,7 +50,7 @@ from core.log import RunLogger  # noqa: E402
 from core.methods.base import StageContext  # noqa: E402
 from core.run import seed_everything  # noqa: E402
 from core.train import build_optimizer  # noqa: E402
-from datasets.annotations import class_polarity  # noqa: E402
+from datasets.annotations import run_polarity  # noqa: E402
 from datasets.errors import DataError  # noqa: E402
 from datasets.feature_cache import MANIFEST, FeatureCache  # noqa: E402
 from datasets.video_emotion import VideoEmotionDataset, collate_samples  # noqa: E402
@@ -167,7 +167,7 @@ def build(args, device: torch.device, approach: str) -> dict:
     train = VideoEmotionDataset(**dataset_kwargs(args, recipe, "train", cache=feature_cache(args, recipe)))
     if approach == "official":
         train.decode_threads = 1  # every frame of the erased views decoded one after another, in the main loop
-    polarity = torch.tensor(class_polarity(train.labels, args.positive_classes), device=device)
+    polarity = torch.tensor(run_polarity(train.labels, args.positive_classes, args.polarity_file), device=device)
     model = recipe.build_model(recipe.arch_of(args), len(train.labels))
     recipe.load_pretrained(model, args)
     model = model.to(device)

@@ -21,7 +21,7 @@ from core import methods  # noqa: E402
 from core.data import dataset_kwargs  # noqa: E402
 from datasets.video_emotion import VideoEmotionDataset  # noqa: E402
 from core.evaluate import summarise  # noqa: E402
-from datasets.annotations import class_polarity  # noqa: E402
+from datasets.annotations import run_polarity  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     gt = json.loads(Path(args.gt_segments).read_text())
     test = VideoEmotionDataset(**dataset_kwargs(args, methods.get(args.method), "test"))
     labels = test.labels
-    polarity = torch.tensor(class_polarity(labels, args.positive_classes))
+    polarity = torch.tensor(run_polarity(labels, args.positive_classes, args.polarity_file))
     rng = np.random.default_rng(0)
     base = []
     for i in range(len(test)):

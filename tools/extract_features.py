@@ -44,7 +44,7 @@ from datasets.feature_cache import (FORMAT, MANIFEST, RANDOM_INIT, grid_starts, 
                                     state_sha256, crop_aug)
 from datasets.frames import count_frames, read_frames  # noqa: E402
 from models.pretrained import CheckpointError, load_resnet3d  # noqa: E402
-from models.resnet3d import DEPTHS, INPUT_PRESETS, ResNet3D  # noqa: E402
+from models.resnet3d import INPUT_PRESETS, ResNet3D  # noqa: E402
 
 RANDOM_WEIGHTS = "backbone_random_init.pth"
 # Manifest fields that change the features: an existing cache is only resumed when they all match.

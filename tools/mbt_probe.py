@@ -29,7 +29,7 @@ from core.ema import ModelEMA  # noqa: E402
 from core.engine import TrainContext, predict_all  # noqa: E402
 from core.evaluate import summarise  # noqa: E402
 from models.mart import mbt_state_from_mart  # noqa: E402
-from datasets.annotations import class_polarity  # noqa: E402
+from datasets.annotations import run_polarity  # noqa: E402
 from core.methods.base import StageContext  # noqa: E402
 from core.train import build_optimizer  # noqa: E402
 from datasets.video_emotion import collate_samples  # noqa: E402
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
         torch.save(cache, cache_path)
         print(f"cache written in {time.time() - t0:.1f}s: {cache_path}")
     labels = cache["labels"]
-    polarity = torch.tensor(class_polarity(labels, args.positive_classes))
+    polarity = torch.tensor(run_polarity(labels, args.positive_classes, args.polarity_file))
     gt = json.loads(Path(me.gt_segments).read_text()) if me.gt_segments else None
 
     def evaluate_fn(net):

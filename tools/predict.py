@@ -212,7 +212,7 @@ def fold_segments(segments, duration: float) -> list:
     by start time."""
     pieces = fold_detections(segments, duration)
     merged = []
-    for s, e, score in sorted(p for p in pieces if p[1] - p[0] > 1e-6):  # no float32 round-off slivers
+    for s, e, score in sorted(pieces):
         if merged and s <= merged[-1][1] + 1e-6:
             last = merged[-1]
             merged[-1] = (last[0], max(last[1], e), max(last[2], score))

@@ -61,14 +61,6 @@ def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, round(width * short_side / height)), short_side
 
 
-def frame_rate(stream: av.video.stream.VideoStream, n_frames: int, duration_s: float) -> float:
-    """Frames per second: the stream's average rate, else its guessed rate, else frames over duration."""
-    for rate in (stream.average_rate, stream.guessed_rate):
-        if rate:
-            return float(rate)
-    return n_frames / duration_s if duration_s > 0 else 0.0
-
-
 def timeline_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
     """The constant rate frames are written at: FFmpeg's guessed (base) rate, the lowest rate that represents
     the stream's timestamps (30000/1001 for NTSC video, 30 for a clip mixing 10 and 30 fps), unless it is far
