@@ -232,15 +232,20 @@ def test_dataset_level_errors_exit_2_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "data" / "imgs").exists()
 
 
-def test_official_split_lists_reproduce_the_official_json(shared_dir):
+def test_official_split_lists_reproduce_the_official_json(official_dir):
+    """With --duplicate-ids keep-last the released JSONs come out exactly; by default VE-8's one id listed under two
+    classes stops the run, naming it."""
     for name in ("ve8", "ek6"):
-        folder = shared_dir / "annotations" / name
-        labels, entries, notes = split_from_lists(folder, "01")
+        folder = official_dir / name
+        labels, entries, notes = split_from_lists(folder, "01", "keep-last")
         official = json.loads((folder / f"{name}_01.json").read_text())
         assert annotation_json(labels, entries) == official
         assert list(annotation_json(labels, entries)["database"]) == list(official["database"])
-    assert any("3527012618_7ceb8fb27b_700 is listed twice" in n for n in split_from_lists(
-        shared_dir / "annotations" / "ve8", "01")[2])
+    assert any("3527012618_7ceb8fb27b_700 is listed 2 times" in n for n in split_from_lists(
+        official_dir / "ve8", "01", "keep-last")[2])
+    with pytest.raises(DataError, match="3527012618_7ceb8fb27b_700 .Disgust in trainlist01.txt, Fear in trainlist01"):
+        split_from_lists(official_dir / "ve8", "01")
+    assert split_from_lists(official_dir / "ek6", "01")[2] == []
 
 
 def test_split_list_index_must_match_class(tmp_path):

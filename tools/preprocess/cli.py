@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets.errors import DataError
 
-from .annotations import annotation_json, parse_ratio, split_from_lists, stratified_split, write_json
+from .annotations import DUPLICATES, annotation_json, parse_ratio, split_from_lists, stratified_split, write_json
 from .asr import ENGINES, check_engine
 from .guard import output_lock
 from .layout import AUDIO_FORMATS, Video
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--ratio", metavar="TRAIN:TEST",
                        help="draw a stratified split of the found videos instead, e.g. 2:1 (classes sorted by name)")
     g.add_argument("--split", default="01", help="split number of the lists to read (default: %(default)s)")
+    g.add_argument("--duplicate-ids", choices=DUPLICATES, default="refuse",
+                   help="a video id listed more than once in the split lists: stop (a JSON entry holds one label), "
+                        "or keep its last entry as the official VE-8 JSON does (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed of the --ratio split (default: %(default)s)")
     g.add_argument("--json", default="ve8.json",
                    help="annotation file name, relative to DST unless absolute (default: %(default)s)")
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     labels, listed = None, None
     if args.split_lists:
-        labels, listed, notes = split_from_lists(args.split_lists, args.split)
+        labels, listed, notes = split_from_lists(args.split_lists, args.split, args.duplicate_ids)
     exts = tuple(e.strip().lstrip(".").lower() for e in args.exts.split(",") if e.strip())
     videos, ignored = find_videos(args.src, exts)
     if ignored:
