@@ -26,8 +26,10 @@ into the layout of the official CTEN/MART/VAANet releases:
 Frames lie on a constant-rate timeline (the rate in fps): frame k is what shows k / fps seconds after the
 first, so variable-frame-rate video gets frames repeated or dropped (a warning). Transcript cues past the
 video's end are cut; speech recognition runs only where a voice-activity check finds possible speech.
-A video without an audio stream gets frames and no audio file (a warning). Finished videos are verified
-and skipped on a second run; bookkeeping lives in DST/.preprocess/ (records, work in progress, report.json).
+A video without an audio stream gets frames and no audio file (a warning); one without speech gets no
+transcript (counted apart, not a warning). Finished videos are verified and skipped on a second run, also when only
+--asr / --whisper-model changed (said; --force redoes them); other changed settings redo them (said);
+bookkeeping lives in DST/.preprocess/ (records, work in progress, report.json).
 A run holds DST/.preprocess/lock: a second run on the same DST stops with a message. Worker processes end
 with the run (also when it is killed); a killed run's half-written videos are redone by the next run.
 Exit status: 0 when every video was processed, 1 when some failed (0 with --keep-going), 2 on bad arguments."""
