@@ -112,7 +112,8 @@ def saved_method(state: dict, path, fallback: Optional[str] = None) -> str:
     """The method a checkpoint was trained with: its 'method', its config's, else `fallback` (the --method flag)."""
     method = state.get("method") or state["config"].get("method") or fallback
     if method is None:
-        raise CheckpointError(f"checkpoint {path} does not say which method trained it; pass --method")
+        raise CheckpointError(f"checkpoint {path} does not say which method trained it (main.py's checkpoints store "
+                              "'method' or a config naming it); pass a best.pth / last.pth written by main.py")
     return method
 
 
