@@ -159,7 +159,7 @@ def parse_args(argv=None, parser: argparse.ArgumentParser = None) -> argparse.Na
         args.eval_seq_len = args.seq_len
     if args.name is None and not args.eval_only:
         args.name = args.preset or args.method
-    if args.root is None:
+    if args.root is None and not args.eval_only:  # --eval-only takes it from the checkpoint (core/restore.py)
         parser.error("--root is required (or a preset that sets it, e.g. --preset demo)")
     if args.select == "val" and args.val_fraction <= 0 and not args.eval_only:
         parser.error("--select val needs a validation subset but --val-fraction is 0: pass --select last (the "

@@ -43,7 +43,8 @@ def data_summary(data: dict) -> str:
 
 def make_loader(ds, args, dist, train: bool, epoch: int = 0) -> DataLoader:
     """A fresh loader per training epoch whose order and worker seeds depend only on (seed, epoch), so a resumed
-    run sees the same batches as an uninterrupted one."""
+    run sees the same batches as an uninterrupted one. Every video is used each epoch: the last, partial batch is
+    trained too (9 videos with --batch-size 8: batches of 8 and 1)."""
     gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
     if dist.enabled:
         sampler = DistributedSampler(ds, shuffle=train, seed=args.seed, drop_last=False)
@@ -51,5 +52,5 @@ def make_loader(ds, args, dist, train: bool, epoch: int = 0) -> DataLoader:
     else:
         sampler = RandomSampler(ds, generator=gen) if train else None
     return DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-                      collate_fn=collate_samples, generator=gen, drop_last=train and len(ds) > args.batch_size,
+                      collate_fn=collate_samples, generator=gen, drop_last=False,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)

@@ -4,16 +4,44 @@ Each function returns the rendered figure as an (H, W, 3) uint8 RGB array and, g
 writes it as a PNG (parent folders created).
 """
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ft2font import FT2Font
 
 DETECTED_COLOUR = "tab:orange"
 GT_COLOUR = "tab:green"
 CURVE_COLOURS = ("tab:blue", "tab:red", "tab:purple", "tab:brown", "tab:olive")
+
+
+@lru_cache(maxsize=None)
+def _glyphs(font_path: str) -> frozenset:
+    """The code points a font file has glyphs for."""
+    return frozenset(FT2Font(font_path).get_charmap())
+
+
+def drawable(text: str) -> tuple[str, dict]:
+    """(text, font keywords) that draw without missing glyphs (matplotlib warns once per missing glyph and draws
+    boxes): as is with the default font; else with an installed font that has the missing glyphs as fallback
+    (e.g. a CJK font for a Japanese file name); else with each missing character replaced by '?'."""
+    default = font_manager.findfont(font_manager.FontProperties())
+    missing = {c for c in text if not c.isspace() and ord(c) not in _glyphs(default)}
+    if not missing:
+        return text, {}
+    for entry in font_manager.fontManager.ttflist:
+        if entry.name.startswith("Last Resort"):  # matplotlib's own fallback: a box for every code point
+            continue
+        try:
+            if all(ord(c) in _glyphs(entry.fname) for c in missing):
+                return text, {"fontfamily": [font_manager.FontProperties(fname=default).get_name(), entry.name]}
+        except (OSError, RuntimeError):  # an unreadable font file
+            continue
+    return "".join("?" if c in missing else c for c in text), {}
 
 
 def _render(fig: Figure, path) -> np.ndarray:
@@ -80,8 +108,8 @@ def timeline_figure(thumbnails: Sequence, seg_times, curves: Mapping, detected: 
     _draw_curves(fig.add_subplot(grid[1, 0], sharex=ax_img), times.mean(axis=1), ys, det, gt, threshold)
     _draw_segments(fig.add_subplot(grid[2, 0], sharex=ax_img), det, gt, x0, x1)
     head = f"pred: {pred_label}  |  true: {true_label}"
-    fig.suptitle(f"{title}\n{head}" if title else head, fontsize=11,
-                 color="darkgreen" if str(pred_label) == str(true_label) else "darkred")
+    text, font = drawable(f"{title}\n{head}" if title else head)
+    fig.suptitle(text, fontsize=11, color="darkgreen" if str(pred_label) == str(true_label) else "darkred", **font)
     if probs is not None:
         _draw_probs(fig.add_subplot(grid[:, 1]), probs, class_names, true_label)
     return _render(fig, path)
@@ -160,7 +188,7 @@ def _draw_probs(ax, probs, class_names, true_label) -> None:
     if str(true_label) in names:
         colours[names.index(str(true_label))] = GT_COLOUR
     ax.barh(np.arange(p.size), p, color=colours)
-    ax.set_yticks(np.arange(p.size), names, fontsize=8)
+    ax.set_yticks(np.arange(p.size), [drawable(n)[0] for n in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("probability")

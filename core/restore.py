@@ -4,6 +4,9 @@ Every checkpoint main.py writes holds 'model' (a state_dict), 'config' (the reso
 (the options that fix the architecture: the recipe's dataclass fields and the input shape, core/methods/base.py),
 'stage' and 'labels'. Checkpoints written before 'method'/'arch' existed still restore: both are read from their
 'config'. `--eval-only`, tools/predict.py and tools/visualize.py all go through `restore_args`.
+
+`--eval-only --checkpoint PATH` needs nothing else: `eval_options` lays the flags given on its command line over the
+checkpoint's training configuration (data root, annotation, polarity file, --gt-segments, detection rule, ...).
 """
 import argparse
 import copy
@@ -18,6 +21,58 @@ from core import methods
 from core.methods.base import INPUT_ARCH
 from datasets.annotations import load_annotation, run_polarity
 from models.pretrained import CheckpointError
+
+
+# Options that describe this invocation, not the trained model: an evaluation never takes them from the checkpoint.
+INVOCATION = ("eval_only", "checkpoint", "name", "output", "overwrite", "resume", "resume_override", "device",
+              "workers", "progress", "log_every", "allow_random_init", "trust_weights")
+# What an evaluation reads besides the model; each comes from the checkpoint's config unless a flag gives it.
+EVAL_DATA = ("root", "annotation", "annotation_name", "polarity_file", "positive_classes", "gt_segments")
+
+
+def checkpoint_file(path) -> Path:
+    """A checkpoint file as given, or a run folder's best.pth (else last.pth; a run of stages: its last stage's)."""
+    path = Path(path)
+    if path.is_dir():
+        for found in (path / "best.pth", path / "last.pth", *sorted(path.glob("*/best.pth"), reverse=True)):
+            if found.is_file():
+                return found
+        raise FileNotFoundError(f"{path} holds no best.pth or last.pth; pass a run folder written by main.py "
+                                "(runs/<name>/) or a checkpoint file")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a best.pth / last.pth written by main.py, "
+                                "or its run folder")
+    return path
+
+
+def given_options(argv) -> set:
+    """The option names (dests) set on the command line `argv`, as opposed to a default or a preset."""
+    parser = opts.build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_known_args(argv)[0]))
+
+
+def eval_options(args, argv) -> argparse.Namespace:
+    """--eval-only's options: the checkpoint's training configuration, under the flags given on the command line
+    (and this invocation's own options, INVOCATION). The annotation file is --annotation, else ROOT/<annotation-name>
+    when either was given, else the checkpoint's. Records in 'eval_sources' where each of EVAL_DATA came from."""
+    if not args.checkpoint:
+        raise FileNotFoundError("--eval-only needs --checkpoint PATH (a best.pth / last.pth written by main.py, or "
+                                "its run folder)")
+    path = checkpoint_file(args.checkpoint)
+    given = given_options(argv)
+    state = read_trained(path, args.method)
+    out = opts.defaults()
+    vars(out).update(state["config"])
+    for k in {*given, *INVOCATION}:
+        setattr(out, k, getattr(args, k))
+    out.checkpoint = str(path)
+    if "annotation" not in given and given & {"root", "annotation_name"}:
+        out.annotation = str(Path(out.root) / out.annotation_name)
+        given.add("annotation")
+    out.eval_sources = {k: "flag" if k in given else "checkpoint" for k in EVAL_DATA}
+    return out
 
 
 def checkpoint_record(args, recipe, labels, stage: str) -> dict:
@@ -57,7 +112,8 @@ def saved_method(state: dict, path, fallback: Optional[str] = None) -> str:
     """The method a checkpoint was trained with: its 'method', its config's, else `fallback` (the --method flag)."""
     method = state.get("method") or state["config"].get("method") or fallback
     if method is None:
-        raise CheckpointError(f"checkpoint {path} does not say which method trained it; pass --method")
+        raise CheckpointError(f"checkpoint {path} does not say which method trained it (main.py's checkpoints store "
+                              "'method' or a config naming it); pass a best.pth / last.pth written by main.py")
     return method
 
 

@@ -21,10 +21,10 @@ from core.evaluate import detection_lines, summarise
 from core.log import RunLogger
 from core.methods.base import StageContext
 from core.plots import confusion_figure, timeline_figure
-from core.restore import checkpoint_record, load_trained
+from core.restore import checkpoint_record, eval_options, load_trained
 from core.train import check_resume, fit
 from core.weights import check_expected_weights, file_record
-from datasets.annotations import run_polarity
+from datasets.annotations import load_annotation, run_polarity
 from datasets.errors import DataError
 from datasets.video_emotion import VideoEmotionDataset
 from models.pretrained import CheckpointError
@@ -34,8 +34,11 @@ def main(argv=None) -> int:
     """Parses the options and runs; bad input ends with a one-line message and exit status 2."""
     args = opts.parse_args(argv)
     try:
+        if args.eval_only:  # data, annotation, polarity and gt segments from the checkpoint unless flags give them
+            args = eval_options(args, argv)
         return run(args)
     except (DataError, CheckpointError, OSError, NonFiniteLoss, ValueError) as e:
+        discard_failed_start(args)
         if os.environ.get("VEA_DEBUG"):
             raise
         print(f"error: {e}\n(set VEA_DEBUG=1 for the traceback)", file=sys.stderr)
@@ -71,39 +74,76 @@ def context(args) -> TrainContext:
 RUN_FILES = ("config.json", "last.pth", "best.pth", "results.json", "done", "tb")
 
 
+def failed_start(run_dir: Path) -> bool:
+    """A folder left by a run that stopped before it started: nothing in it outside TensorBoard's first (empty)
+    event files. Every run writes config.json before it trains or evaluates."""
+    return run_dir.is_dir() and all("tb" in p.relative_to(run_dir).parts[:-1] for p in run_dir.rglob("*") if p.is_file())
+
+
+def discard_failed_start(args) -> None:
+    """After an error: removes the run directory this invocation made if the run never started, so the corrected
+    command runs without --resume or --overwrite."""
+    try:
+        run_dir = eval_dir(args) if args.eval_only else Path(args.output) / args.name
+    except (OSError, ValueError):
+        return
+    if failed_start(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def claim_run_dir(run_dir: Path, args) -> None:
     """A run directory is never silently reused: one that holds a run continues only with --resume, is replaced
     (emptied first, TensorBoard events included) only with --overwrite; evaluation never writes into a training
-    run's folder."""
+    run's folder, and replaces an earlier evaluation named by --name only with --overwrite. A folder left by a failed
+    start (`failed_start`) holds nothing to keep and is replaced."""
+    if failed_start(run_dir):
+        shutil.rmtree(run_dir)
     held = sorted({n for n in RUN_FILES for _ in run_dir.glob(f"**/{n}")}) if run_dir.is_dir() else []
     if not held:
         return
     trained = any(run_dir.glob("**/last.pth"))
-    if args.eval_only:
-        if trained:
-            raise ValueError(f"--eval-only would write into the training run {run_dir}; leave --name out (results go "
-                             "to <checkpoint dir>/eval_<file stem>/) or pass another --name")
-        return  # an earlier evaluation's folder: its files are replaced
-    if args.resume:
+    if args.eval_only and trained:
+        raise ValueError(f"--eval-only would write into the training run {run_dir}; leave --name out (results go "
+                         "to <checkpoint dir>/eval_<file stem>/) or pass another --name")
+    if args.resume and not args.eval_only:
         return
     if not args.overwrite:
-        raise ValueError(f"run directory {run_dir} already holds a run ({', '.join(held)}); pass --resume to continue "
-                         "it, --overwrite to replace it, or --name NAME for a new run")
+        what = "an earlier evaluation" if args.eval_only else "a run"
+        keep = "" if args.eval_only else "pass --resume to continue it, "
+        raise ValueError(f"run directory {run_dir} already holds {what} ({', '.join(held)}); {keep}--overwrite to "
+                         "replace it, or --name NAME for a new folder")
     shutil.rmtree(run_dir)
 
 
 def eval_dir(args) -> Path:
-    """Where --eval-only writes: --name under --output, else beside the checkpoint in eval_<file stem>/."""
+    """Where --eval-only writes: --name under --output, else beside the checkpoint in eval_<file stem>/, or
+    eval_<file stem>_2/, _3/, ... when an earlier evaluation holds that folder (never overwritten)."""
     if args.name:
         return Path(args.output) / args.name
     if not args.checkpoint:
         raise FileNotFoundError("--eval-only needs --checkpoint PATH (a best.pth or last.pth written by main.py)")
     ckpt_path = Path(args.checkpoint)
-    return ckpt_path.parent / f"eval_{ckpt_path.stem}"
+    first = ckpt_path.parent / f"eval_{ckpt_path.stem}"
+    k, folder = 1, first
+    while folder.exists() and not failed_start(folder):
+        k += 1
+        folder = first.with_name(f"{first.name}_{k}")
+    return folder
+
+
+def check_data(args) -> None:
+    """The dataset root and the annotation file exist and read (before weights are asked for or a folder is made)."""
+    root = Path(args.root)
+    came = " (recorded in the checkpoint's config)" if getattr(args, "eval_sources", {}).get("root") == "checkpoint" else ""
+    if not root.is_dir():
+        raise DataError(root, f"dataset root not found{came}",
+                        "pass --root the folder holding imgs/, mp3/ and the annotation JSON (tools/preprocess writes it)")
+    load_annotation(args.annotation)
 
 
 def run(args) -> int:
-    if not args.eval_only:  # before the run directory is claimed: nothing is written for a run that cannot start
+    check_data(args)  # before the run directory is claimed: nothing is written for a run that cannot start
+    if not args.eval_only:
         check_expected_weights(methods.get(args.method).expected_weights(args), args)
     ctx = context(args)
     if args.eval_only:
@@ -171,6 +211,9 @@ def evaluate_checkpoint(args, ctx: TrainContext) -> int:
     if ctx.dist.is_main:
         ctx.logger.run_dir.mkdir(parents=True, exist_ok=True)
         opts.save_config(args, ctx.logger.run_dir / "config.json")
+    from_ckpt = [k for k, v in getattr(args, "eval_sources", {}).items() if v == "checkpoint"]
+    ctx.logger.print(f"evaluating {args.checkpoint} on the test split of {args.annotation} into {ctx.logger.run_dir}"
+                     + (f" ({', '.join(from_ckpt)} from the checkpoint's config)" if from_ckpt else ""))
     return report_test(args, model, method, test, labels, polarity, ctx, selected_epoch=state.get("epoch"),
                        best_val=None)
 
@@ -200,6 +243,9 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
                      f"mean class accuracy {result['mean_class_acc']:.4f}; polarity accuracy {result['polarity_acc']:.4f}")
         for line in detection_lines(result):  # the model's mAP@tIoU and the three baselines'
             logger.print(line)
+        if gt is None:
+            logger.print("detection not scored: no ground-truth segments; pass --gt-segments FILE (JSON video_id -> "
+                         "[[start, end], ...])" + ("; the checkpoint's config records none" if args.eval_only else ""))
         last = (history or [{}])[-1]
         if "keyframe_fraction" in last:
             logger.print(f"erasing, last epoch: empty keyframe views {last['empty_key_views']:.3f}, empty context "

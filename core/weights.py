@@ -29,9 +29,11 @@ def check_expected_weights(expected, args) -> None:
         return
     missing = missing_weights(expected, args)
     if missing:
-        lines = "; ".join(f"{w.flag} {w.metavar} ({w.expects})" for w in missing)
-        raise ValueError(f"preset {args.preset} expects pretrained weights that were not given: pass {lines}; or "
-                         "--allow-random-init to train those parts from random initialisation")
+        width = max(len(f"{w.flag} {w.metavar}") for w in missing)
+        lines = "".join(f"\n  {f'{w.flag} {w.metavar}':<{width}}  {w.expects}" for w in missing)
+        raise ValueError(f"preset {args.preset} expects pretrained weight files that were not given; pass{lines}\n"
+                         "docs/weights.md says where each file is published; or pass --allow-random-init to train "
+                         "those parts from random initialisation")
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

@@ -10,6 +10,7 @@ values. Our real validation set is carved from training by `carve_validation`. F
 `make_splits` add one top-level key, "split_info", recording how the split was drawn.
 """
 import json
+import math
 import random
 import warnings
 from pathlib import Path
@@ -58,14 +59,26 @@ def load_annotation(path) -> dict:
     """Read and validate an annotation JSON (format in the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "annotation file not found",
-                        "pass the path of ve8.json / ek6.json (or one made by tools/make_splits.py)")
+        raise DataError(path, "annotation file not found", missing_annotation_fix(path))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(path, f"not a JSON file ({e})",
                         "pass the annotation JSON, not a split list or a video") from None
     return validate_annotation(data, path)
+
+
+def missing_annotation_fix(path: Path) -> str:
+    """What to pass instead of a missing annotation file: the other JSON files in its folder (ROOT), if any."""
+    folder = path.parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist: check --root (or --annotation)"
+    others = sorted(p.name for p in folder.glob("*.json"))
+    if not others:
+        return (f"{folder} holds no .json file: write one with tools/preprocess (--json NAME), or pass --annotation "
+                "PATH")
+    return (f"pass --annotation-name NAME for one of the files in {folder}: {', '.join(others[:10])}"
+            + (f" (+{len(others) - 10} more)" if len(others) > 10 else "") + "; or --annotation PATH")
 
 
 def dump_annotation(data: dict, path) -> None:
@@ -165,6 +178,26 @@ def carve_validation(data: dict, fraction: float = 0.1, seed: int = 0) -> list:
         k = min(round(fraction * len(ids)), max(len(ids) - 1, 0))
         carved.update(rng.sample(ids, k))
     return [vid for vid, _ in subset_entries(data, TRAIN_SUBSET) if vid in carved]
+
+
+def empty_subset_message(data: dict, subset: str, val_fraction: float) -> tuple:
+    """(why, fix) of a DataError for a subset ('train', 'val', 'test') without videos."""
+    make = "write one with tools/preprocess (--split-lists or --ratio) or tools/make_splits.py"
+    if subset == "test":
+        return (f"no test videos (entries with subset {TEST_SUBSET!r}, the official name of the test split)",
+                f"use an annotation with a test split; {make}")
+    if subset == "train":
+        return f"no training videos (entries with subset {TRAIN_SUBSET!r})", f"use an annotation with a training split; {make}"
+    if val_fraction <= 0:
+        return ("no validation subset: --val-fraction is 0",
+                "pass --val-fraction > 0, or --select last (train on the whole training split, test the last epoch)")
+    largest = max(len(ids) for ids in _group_by_class(subset_entries(data, TRAIN_SUBSET), data["labels"]).values())
+    why = (f"--val-fraction {val_fraction} carves no video: each class gives round({val_fraction} x its training "
+           f"videos) and keeps at least one, and the largest class has {largest}")
+    papers = "--val-fraction 0 --select last (the papers' protocol: the whole training split, the last epoch tested)"
+    if largest < 2:
+        return why, f"pass {papers}"
+    return why, f"pass --val-fraction {math.ceil(100 * 0.51 / largest) / 100:g} or more, or {papers}"
 
 
 def parse_ratio(ratio) -> tuple:

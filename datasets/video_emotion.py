@@ -60,7 +60,8 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
-from datasets.annotations import TEST_SUBSET, TRAIN_SUBSET, carve_validation, load_annotation, subset_entries
+from datasets.annotations import (TEST_SUBSET, TRAIN_SUBSET, carve_validation, empty_subset_message, load_annotation,
+                                  subset_entries)
 from datasets.errors import DataError
 from datasets.audio import audio_duration, decode_audio
 from datasets.feature_cache import pad_grids
@@ -153,8 +154,7 @@ class VideoEmotionDataset(Dataset):
             carved = set(carve_validation(data, val_fraction, val_seed))
             entries = [(v, c) for v, c in subset_entries(data, TRAIN_SUBSET) if (v in carved) == (subset == "val")]
         if not entries:
-            raise DataError(path, f"no videos in subset {subset!r} (val_fraction={val_fraction})",
-                            "use an annotation with that subset, or --val-fraction > 0 (val_fraction) for 'val'")
+            raise DataError(path, *empty_subset_message(data, subset, val_fraction))
         return entries
 
     def __len__(self) -> int:

@@ -1,15 +1,15 @@
-"""Shared fixtures. `../shared` (the official split files) sits beside the checkout; VEA_SHARED overrides."""
-import os
+"""Shared fixtures. The official split files ship with the project in annotations/ (nothing beside the checkout is
+read)."""
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("VEA_SHARED", ROOT.parent / "shared"))
+ANNOTATIONS = ROOT / "annotations"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not (SHARED / "annotations").is_dir():
-        pytest.fail(f"official annotations not found under {SHARED}; set VEA_SHARED to the folder holding annotations/")
-    return SHARED
+def official_dir() -> Path:
+    """annotations/ of the checkout: ve8/ and ek6/, each with classInd.txt, trainlist01.txt, testlist01.txt and
+    <name>_01.json."""
+    return ANNOTATIONS

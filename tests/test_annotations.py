@@ -13,13 +13,13 @@ DUP = "3527012618_7ceb8fb27b_700"
 
 
 @pytest.fixture(scope="module")
-def ve8(shared_dir):
-    return load_annotation(shared_dir / "annotations" / "ve8" / "ve8_01.json")
+def ve8(official_dir):
+    return load_annotation(official_dir / "ve8" / "ve8_01.json")
 
 
 @pytest.fixture(scope="module")
-def ek6(shared_dir):
-    return load_annotation(shared_dir / "annotations" / "ek6" / "ek6_01.json")
+def ek6(official_dir):
+    return load_annotation(official_dir / "ek6" / "ek6_01.json")
 
 
 def per_class(data, subset):
@@ -38,8 +38,8 @@ def test_official_counts(ve8, ek6):
 
 
 @pytest.mark.parametrize("name", ["ve8", "ek6"])
-def test_json_reproduced_from_split_lists(shared_dir, name, recwarn):
-    d = shared_dir / "annotations" / name
+def test_json_reproduced_from_split_lists(official_dir, name, recwarn):
+    d = official_dir / name
     built = annotation_from_split_lists(d / "classInd.txt", d / "trainlist01.txt", d / "testlist01.txt")
     assert json.dumps(built) == (d / f"{name}_01.json").read_text()
     dup_warnings = [str(w.message) for w in recwarn]
@@ -114,17 +114,17 @@ def test_make_splits_stratified_and_recorded(ve8, ek6):
         parse_ratio("2-1")
 
 
-def test_make_splits_tool(shared_dir, tmp_path, capsys):
+def test_make_splits_tool(official_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         make_splits_tool.main(["--help"])
     assert e.value.code == 0 and "--ratio" in capsys.readouterr().out
-    paths = make_splits_tool.main(["--annotation", str(shared_dir / "annotations" / "ek6" / "ek6_01.json"),
+    paths = make_splits_tool.main(["--annotation", str(official_dir / "ek6" / "ek6_01.json"),
                                    "--n", "2", "--ratio", "1:1", "--seed", "3", "--out", str(tmp_path)])
     assert [p.name for p in paths] == ["ek6_gen01.json", "ek6_gen02.json"]
     data = load_annotation(paths[1])
     assert data["split_info"]["seed"] == 4 and len(data["database"]) == 1637
     with pytest.raises(SystemExit, match="not a JSON file"):
-        make_splits_tool.main(["--annotation", str(shared_dir / "annotations" / "ek6" / "classInd.txt"),
+        make_splits_tool.main(["--annotation", str(official_dir / "ek6" / "classInd.txt"),
                                "--out", str(tmp_path)])
 
 

@@ -9,8 +9,9 @@ from core.metrics import polarity_accuracy
 from core.run import main as run_main
 from datasets.annotations import class_polarity, read_polarity_file
 from datasets.errors import DataError
-from fixtures_data import make_video_root
+from fixtures_data import make_video_root, write_video_only
 from tools import caer_lists
+from tools.preprocess.cli import main as preprocess_main
 
 CLASSES = ("Happy", "Neutral", "Sad")
 MBT_TINY = ["--snippet-duration", "4", "--sample-size", "32", "--mbt-depth", "2", "--mbt-width", "32", "--mbt-heads",
@@ -63,13 +64,64 @@ def test_caer_layout_becomes_split_lists(tmp_path):
     assert caer_lists.main(["--src", str(src), "--out", str(out)]) == 0
     assert (out / "classInd.txt").read_text() == "1 Happy\n2 Neutral\n"
     train = (out / "trainlist01.txt").read_text().splitlines()
-    assert len(train) == 6 and "Happy/validation_0001 1" in train and "Neutral/train_0002 2" in train
-    assert (out / "testlist01.txt").read_text().splitlines() == ["Happy/test_0001", "Neutral/test_0001"]
-    assert (out / "videos" / "Happy" / "test_0001.avi").resolve() == (src / "test" / "Happy" / "0001.avi").resolve()
+    assert len(train) == 6 and "Happy/validation_Happy_0001 1" in train and "Neutral/train_Neutral_0002 2" in train
+    assert (out / "testlist01.txt").read_text().splitlines() == ["Happy/test_Happy_0001", "Neutral/test_Neutral_0001"]
+    assert ((out / "videos" / "Happy" / "test_Happy_0001.avi").resolve()
+            == (src / "test" / "Happy" / "0001.avi").resolve())
     skipped = tmp_path / "skip"
     caer_lists.main(["--src", str(src), "--out", str(skipped), "--validation", "skip"])
     assert len((skipped / "trainlist01.txt").read_text().splitlines()) == 4
     assert caer_lists.main(["--src", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+CAER_CLASSES = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
+
+
+def test_caer_published_layout_gives_a_json_with_every_clip(tmp_path, capsys):
+    """CAER numbers clips from 0001 in every class folder of every split: 35 clips of 7 classes -> 35 JSON entries
+    with their own labels (ids carry split and class; issue 19: 5 entries, all 'Surprise')."""
+    src = tmp_path / "CAER"
+    clip = write_video_only(tmp_path / "clip.avi", n=2)
+    for split, n in (("train", 3), ("validation", 1), ("test", 1)):
+        for cls in CAER_CLASSES:
+            (src / split / cls).mkdir(parents=True)
+            for k in range(n):
+                (src / split / cls / f"{k + 1:04d}.avi").write_bytes(clip.read_bytes())
+    lists = tmp_path / "lists"
+    assert caer_lists.main(["--src", str(src), "--out", str(lists)]) == 0
+    assert preprocess_main(["--src", str(lists / "videos"), "--dst", str(tmp_path / "root"), "--split-lists",
+                            str(lists), "--json", "caer.json", "--workers", "1", "--asr", "none"]) == 0
+    assert "listed twice" not in capsys.readouterr().out
+    data = json.loads((tmp_path / "root" / "caer.json").read_text())
+    assert data["labels"] == list(CAER_CLASSES)
+    db = data["database"]
+    assert len(db) == 35
+    for cls in CAER_CLASSES:
+        assert sorted(v for v, e in db.items() if e["annotations"]["label"] == cls) == sorted(
+            [f"train_{cls}_{k:04d}" for k in (1, 2, 3)] + [f"validation_{cls}_0001", f"test_{cls}_0001"])
+    assert sum(e["subset"] == "validation" for e in db.values()) == 7  # the official name of the test split
+
+
+def test_preprocess_refuses_an_id_listed_under_two_classes(tmp_path, capsys):
+    """The old CAER lists (<split>_<NNNN> under every class): preprocess stops before any work instead of keeping the
+    last entry; --duplicate-ids keep-last is the official VE-8 JSON's behaviour, named in the message."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("1 Happy\n2 Sad\n")
+    (lists / "trainlist01.txt").write_text("Happy/train_0001 1\nSad/train_0001 2\n")
+    (lists / "testlist01.txt").write_text("Happy/test_0001\n")
+    for cls in ("Happy", "Sad"):
+        (tmp_path / "videos" / cls).mkdir(parents=True)
+        write_video_only(tmp_path / "videos" / cls / "train_0001.avi")
+    argv = ["--src", str(tmp_path / "videos"), "--dst", str(tmp_path / "root"), "--split-lists", str(lists),
+            "--json", "x.json", "--workers", "1", "--asr", "none"]
+    assert preprocess_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "train_0001 (Happy in trainlist01.txt, Sad in trainlist01.txt)" in err and "--duplicate-ids keep-last" in err
+    assert not (tmp_path / "root" / "x.json").exists()
+    assert preprocess_main([*argv, "--duplicate-ids", "keep-last", "--keep-going"]) == 0
+    db = json.loads((tmp_path / "root" / "x.json").read_text())["database"]
+    assert db["train_0001"]["annotations"]["label"] == "Sad"
 
 
 def test_three_classes_with_a_neutral_one_train_one_epoch(tmp_path, capsys):

@@ -255,3 +255,46 @@ def test_same_named_videos_never_overwrite_each_other(tmp_path):
     assert second == out / "clip_2.json"
     second.write_text(json.dumps({"source": str(b.resolve())}))
     assert predict.output_path(out, b) == second and predict.output_path(out, a) == first
+
+
+def test_run_folder_label_key_spans_and_a_japanese_name(demo_run, tmp_path, capsys, monkeypatch):
+    """--checkpoint takes the run folder and the output goes beside it; --label and --gt-spans are recorded and drawn;
+    the plot shows the segments the console lists; a Japanese file name draws without missing-glyph warnings."""
+    import warnings
+    vid = demo_run["test_ids"][0]
+    clip = tmp_path / "喜びの動画 1.mp4"
+    shutil.copy(demo_run["videos"][vid], clip)
+    spans = json.loads((demo_run["demo"] / "key_spans.json").read_text())[vid]
+    (tmp_path / "spans.json").write_text(json.dumps({clip.stem: spans}))
+    drawn = {}
+    real = predict.timeline_figure
+
+    def spy(*args, **kwargs):
+        drawn.update(detected=list(args[3]), gt=list(args[4]), true=args[6])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "timeline_figure", spy)
+    label = next(p["label"] for p in json.loads((demo_run["run"] / "predictions.json").read_text())
+                 if p["video_id"] == vid)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_predict(clip, "--checkpoint", demo_run["run"], "--label", label, "--gt-spans",
+                           tmp_path / "spans.json") == 0
+    assert not [w for w in caught if "Glyph" in str(w.message)]
+    out = demo_run["run"] / "predictions"
+    record = json.loads((out / f"{clip.stem}.json").read_text())
+    assert (out / f"{clip.stem}.png").is_file() and record["checkpoint"] == str(demo_run["run"] / "best.pth")
+    assert record["label"] == label and record["gt_spans"] == spans
+    assert drawn["detected"] == [(s["start"], s["end"], s["score"]) for s in record["segments"]]
+    assert drawn["gt"] == spans and drawn["true"] == label
+    printed = capsys.readouterr().out
+    assert f"(true: {label})" in printed and "key spans given:" in printed
+    # spans as START-END pairs; a label the checkpoint does not know; a folder without a checkpoint
+    assert run_predict(clip, "--checkpoint", demo_run["run"], "--out", tmp_path, "--gt-spans", "0.5-1", "1.2-1.8") == 0
+    assert json.loads((tmp_path / f"{clip.stem}.json").read_text())["gt_spans"] == [[0.5, 1.0], [1.2, 1.8]]
+    assert run_predict(clip, "--checkpoint", demo_run["run"], "--out", tmp_path, "--label", "Calm") == 2
+    assert "--label 'Calm' is not a class" in capsys.readouterr().err
+    (tmp_path / "empty_run").mkdir()
+    assert run_predict(clip, "--checkpoint", tmp_path / "empty_run", "--out", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "holds no best.pth or last.pth" in err and "--resume" not in err

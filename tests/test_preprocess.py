@@ -232,15 +232,20 @@ def test_dataset_level_errors_exit_2_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "data" / "imgs").exists()
 
 
-def test_official_split_lists_reproduce_the_official_json(shared_dir):
+def test_official_split_lists_reproduce_the_official_json(official_dir):
+    """With --duplicate-ids keep-last the released JSONs come out exactly; by default VE-8's one id listed under two
+    classes stops the run, naming it."""
     for name in ("ve8", "ek6"):
-        folder = shared_dir / "annotations" / name
-        labels, entries, notes = split_from_lists(folder, "01")
+        folder = official_dir / name
+        labels, entries, notes = split_from_lists(folder, "01", "keep-last")
         official = json.loads((folder / f"{name}_01.json").read_text())
         assert annotation_json(labels, entries) == official
         assert list(annotation_json(labels, entries)["database"]) == list(official["database"])
-    assert any("3527012618_7ceb8fb27b_700 is listed twice" in n for n in split_from_lists(
-        shared_dir / "annotations" / "ve8", "01")[2])
+    assert any("3527012618_7ceb8fb27b_700 is listed 2 times" in n for n in split_from_lists(
+        official_dir / "ve8", "01", "keep-last")[2])
+    with pytest.raises(DataError, match="3527012618_7ceb8fb27b_700 .Disgust in trainlist01.txt, Fear in trainlist01"):
+        split_from_lists(official_dir / "ve8", "01")
+    assert split_from_lists(official_dir / "ek6", "01")[2] == []
 
 
 def test_split_list_index_must_match_class(tmp_path):
@@ -336,3 +341,28 @@ def test_pocketsphinx_runs_offline_and_whisper_needs_a_local_model(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="not 'whisper'"):
         check_engine("whisper", tmp_path)
+
+
+def test_no_speech_is_counted_apart_and_a_new_asr_keeps_finished_videos(tmp_path, capsys):
+    """Issue 19: clips without speech were counted 'with warnings', and changing --asr redid every video silently."""
+    src = tmp_path / "src"
+    for name in ("a", "b"):
+        write_video(src / "Joy" / f"{name}.mp4", n_frames=4, audio_s=0.5)
+    (src / "Joy" / "b.srt").write_text("1\n00:00:00,000 --> 00:00:00,300\nhello\n")
+    dst = tmp_path / "data"
+    assert run(src, dst, "--asr", "pocketsphinx") == 0
+    out = capsys.readouterr().out
+    assert "0 with warnings; 1 without speech (no transcript)" in out
+    assert "WARNINGS (1)" in out and "a.mp4: the voice-activity check found no speech" in out  # the note: no JSON
+    report = json.loads((dst / ".preprocess" / "report.json").read_text())
+    assert [bool(v["no_speech"]) for v in report["videos"]] == [True, False]
+    first = (dst / "imgs" / "Joy" / "a" / "000001.jpg").stat().st_mtime_ns
+    assert run(src, dst, "--asr", "none") == 0  # only the transcript setting changed: kept, and said
+    out = capsys.readouterr().out
+    assert "0 processed, 2 skipped" in out
+    assert "2 finished videos kept although made with other transcript settings" in out
+    assert "asr pocketsphinx -> none" in out and "--force" in out
+    assert (dst / "imgs" / "Joy" / "a" / "000001.jpg").stat().st_mtime_ns == first
+    assert run(src, dst, "--asr", "none", "--short-side", "24") == 0  # an output setting changed: redone, and said
+    out = capsys.readouterr().out
+    assert "2 processed" in out and "2 finished videos redone" in out and "short_side 32 -> 24" in out

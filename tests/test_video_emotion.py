@@ -65,7 +65,7 @@ def test_subsets_partition_training(root):
     assert not (set(train.video_ids) | set(val.video_ids)) & set(test.video_ids)
     assert train.training_aug and not val.training_aug and not test.training_aug
     assert len(VideoEmotionDataset(r, ann, "train", val_fraction=0.0, **SMALL)) == 8
-    with pytest.raises(DataError, match="no videos in subset 'val'"):
+    with pytest.raises(DataError, match="no validation subset: --val-fraction is 0"):
         VideoEmotionDataset(r, ann, "val", val_fraction=0.0, **SMALL)
 
 

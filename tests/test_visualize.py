@@ -19,22 +19,28 @@ def pngs(folder):
 
 
 def test_draws_the_first_n_timelines_and_the_confusion(demo_run, capsys):
+    """Into a new folder each time: the run's own confusion.png (main.py's) is never overwritten (issue 19)."""
     run = demo_run["run"]
-    (run / "confusion.png").unlink()
+    before = (run / "confusion.png").read_bytes()
     assert not (run / "timelines").exists()  # main.py drew none (--vis-videos 0)
     assert visualize.main(["--run", str(run), "--gt", str(demo_run["demo"] / "key_spans.json"), "--n", "2"]) == 0
-    assert pngs(run / "timelines") == sorted(f"{v}.png" for v in demo_run["test_ids"][:2])
-    with Image.open(run / "confusion.png") as cm, Image.open(run / "timelines" / pngs(run / "timelines")[0]) as tl:
+    out = run / "figures"
+    assert pngs(out / "timelines") == sorted(f"{v}.png" for v in demo_run["test_ids"][:2])
+    with Image.open(out / "confusion.png") as cm, Image.open(out / "timelines" / pngs(out / "timelines")[0]) as tl:
         assert cm.width > 200 and tl.width > 300
     assert "2 timeline(s)" in capsys.readouterr().out
+    assert (run / "confusion.png").read_bytes() == before and not (run / "timelines").exists()
+    assert visualize.main(["--run", str(run), "--n", "1"]) == 0
+    assert len(pngs(run / "figures" / "timelines")) == 2 and len(pngs(run / "figures_2" / "timelines")) == 1
 
 
 def test_chosen_video_with_and_without_ground_truth(demo_run, tmp_path):
     run, vid = demo_run["run"], demo_run["test_ids"][4]
-    assert visualize.main(["--run", str(run), "--videos", vid]) == 0
-    plain = (run / "timelines" / f"{vid}.png").read_bytes()
-    assert visualize.main(["--run", str(run), "--videos", vid, "--gt", str(demo_run["demo"] / "key_spans.json")]) == 0
-    assert (run / "timelines" / f"{vid}.png").read_bytes() != plain  # the key span is drawn
+    assert visualize.main(["--run", str(run), "--videos", vid, "--out", str(tmp_path / "a")]) == 0
+    plain = (tmp_path / "a" / "timelines" / f"{vid}.png").read_bytes()
+    assert visualize.main(["--run", str(run), "--videos", vid, "--gt", str(demo_run["demo"] / "key_spans.json"),
+                           "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "timelines" / f"{vid}.png").read_bytes() != plain  # the key span is drawn
 
 
 def test_mart_layout_and_moved_data_root(demo_run, tmp_path):
@@ -49,7 +55,8 @@ def test_mart_layout_and_moved_data_root(demo_run, tmp_path):
     vid = demo_run["test_ids"][3]
     assert visualize.main(["--run", str(run), "--videos", vid]) == 2  # the data is not where the run left it
     assert visualize.main(["--run", str(run), "--videos", vid, "--root", str(demo_run["data"])]) == 0
-    assert pngs(run / "stage2" / "timelines") == [f"{vid}.png"] and (run / "stage2" / "confusion.png").is_file()
+    out = run / "stage2" / "figures"
+    assert pngs(out / "timelines") == [f"{vid}.png"] and (out / "confusion.png").is_file()
 
 
 def test_bad_input_is_a_clear_error(demo_run, tmp_path, capsys):
@@ -65,4 +72,4 @@ def test_bad_input_is_a_clear_error(demo_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--config" in err and "Traceback" not in err
     assert visualize.main(["--run", str(evaluated), "--config", str(demo_run["run"] / "config.json"), "--n", "1"]) == 0
-    assert len(pngs(evaluated / "timelines")) == 1
+    assert len(pngs(evaluated / "figures" / "timelines")) == 1

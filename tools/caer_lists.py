@@ -1,8 +1,9 @@
 """CAER's published layout -> the input of tools/preprocess (a <Class>/<video> tree and official-format split lists).
 
 CAER (Lee et al., ICCV 2019) ships CAER/{train,validation,test}/<Class>/<NNNN>.avi with 7 classes (Anger, Disgust,
-Fear, Happy, Neutral, Sad, Surprise); clip names repeat across the three folders. This tool writes
-  OUT/videos/<Class>/<split>_<NNNN>.avi     symbolic links to the clips (unique video ids)
+Fear, Happy, Neutral, Sad, Surprise); every class folder of every split numbers its clips from 0001, so a clip
+name repeats across classes and splits. This tool writes
+  OUT/videos/<Class>/<split>_<Class>_<NNNN>.avi     symbolic links to the clips (video ids unique over the dataset)
   OUT/classInd.txt, trainlist01.txt, testlist01.txt
 and then
   python tools/preprocess --src OUT/videos --dst ROOT --split-lists OUT --json caer.json
@@ -36,6 +37,11 @@ def caer_clips(src: Path) -> dict:
     return out
 
 
+def clip_id(split: str, cls: str, path: Path) -> str:
+    """A video id unique over CAER: its clip number repeats in every class folder of every split."""
+    return f"{split}_{cls}_{path.stem}"
+
+
 def write_lists(clips: dict, out: Path, validation: str = "train") -> dict:
     """Writes OUT/videos links and the split lists; returns {'train': n, 'test': n, 'classes': [...]}."""
     classes = sorted({c for items in clips.values() for c, _ in items})
@@ -45,7 +51,7 @@ def write_lists(clips: dict, out: Path, validation: str = "train") -> dict:
         if split == "validation" and validation == "skip":
             continue
         for cls, path in items:
-            vid = f"{split}_{path.stem}"
+            vid = clip_id(split, cls, path)
             link = out / "videos" / cls / f"{vid}{path.suffix.lower()}"
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.is_symlink():

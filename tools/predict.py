@@ -1,7 +1,8 @@
 """Predict the emotion of one video file and find its emotional segments, with a checkpoint written by main.py.
 
-    python tools/predict.py VIDEO --checkpoint runs/cten_demo/best.pth [--out predictions] [--top 3]
+    python tools/predict.py VIDEO --checkpoint runs/cten_demo [--out DIR] [--top 3]
     python tools/predict.py clip.mkv --checkpoint runs/mart_ve8/stage2/best.pth --srt clip.srt --device cuda
+    python tools/predict.py joy_3.mp4 --checkpoint runs/cten_demo --label Joy --gt-spans data/demo/key_spans.json
 
 The video is decoded in memory with PyAV (nothing but the outputs is written) into the inputs the evaluation
 loader (datasets/video_emotion.py) builds from `python tools/preprocess` output, with the checkpoint's T
@@ -24,12 +25,13 @@ loader (datasets/video_emotion.py) builds from `python tools/preprocess` output,
             recognition (--asr, default none). Other checkpoints ignore --srt and --asr.
 
 The model is rebuilt from the checkpoint's method and architecture options (core/restore.py, as --eval-only does)
-and loaded strictly. The console shows the top emotions and the emotional segments in seconds, found by the documented rule
+and loaded strictly; --checkpoint takes the file or its run folder (best.pth there, else last.pth). The console shows the top emotions and the emotional segments in seconds, found by the documented rule
 of core/detection.py; its options (--det-*) default to the checkpoint's run configuration (opts.py's defaults
 unless that run changed them). Writes OUT/<video>.json (probabilities, top-k, segments in the clip's time,
-sampled_segments in seg_times' time (they differ for a loop-padded clip only: see fold_segments), attention curves,
-segment times, frame indices, transcript texts, warnings) and OUT/<video>.png (core/plots.timeline_figure with the
-middle frame of each snippet). Exit status 0, or 2 with a message naming the file and the fix for bad input (VEA_DEBUG=1 shows the
+sampled_segments: the rule's proposals in seg_times' time before folding and merging (see fold_segments), attention
+curves, segment times, frame indices, transcript texts, the true label and key spans when given, warnings) and
+OUT/<video>.png (core/plots.timeline_figure with the middle frame of each snippet, the segments the console lists,
+and --label / --gt-spans when given). OUT defaults to <checkpoint folder>/predictions/. Exit status 0, or 2 with a message naming the file and the fix for bad input (VEA_DEBUG=1 shows the
 traceback).
 """
 import argparse
@@ -53,7 +55,7 @@ from core.detection import CLASS_CURVES, detect_batch, fold_detections  # noqa: 
 from core.engine import to_device  # noqa: E402
 from core.plots import timeline_figure  # noqa: E402
 from datasets.errors import DataError  # noqa: E402
-from core.restore import load_trained  # noqa: E402
+from core.restore import checkpoint_file, load_trained  # noqa: E402
 from datasets.audio import SAMPLE_RATE  # noqa: E402
 from datasets.frames import IDENTITY_AUG, apply_spatial_aug  # noqa: E402
 from datasets.sample import SampleSpec, build_sample  # noqa: E402
@@ -257,15 +259,45 @@ def predict(model, method, sample: dict, labels: list, device: torch.device, rul
 
 
 def draw(record: dict, sample: dict, labels: list, path) -> np.ndarray:
-    """The timeline PNG: the middle frame of each snippet over the attention curves and the detected segments, in
-    seg_times' time (past the clip's duration for a loop-padded clip)."""
+    """The timeline PNG: the middle frame of each snippet over the attention curves (at seg_times, past the clip's
+    duration for a loop-padded clip), the segments the console lists (the clip's time) and the key spans given."""
     times = sample["seg_times"].numpy()
     mid = sample["video"].shape[2] // 2
     thumbs = [(float(t.mean()), sample["video"][j, :, mid].permute(1, 2, 0).numpy()) for j, t in enumerate(times)]
     return timeline_figure(thumbs, times, {k: np.array(v) for k, v in record["curves"].items()},
-                           [(s["start"], s["end"], s["score"]) for s in record["sampled_segments"]], (),
-                           record["pred"], "(unlabelled)", probs=np.array([record["probs"][c] for c in labels]),
-                           class_names=labels, title=record["video"], path=path)
+                           [(s["start"], s["end"], s["score"]) for s in record["segments"]], record["gt_spans"],
+                           record["pred"], record["label"] or "(unlabelled)",
+                           probs=np.array([record["probs"][c] for c in labels]), class_names=labels,
+                           title=record["video"], path=path)
+
+
+def parse_spans(values, video: Path) -> list:
+    """--gt-spans: START-END pairs in seconds ('1.5-3'), or one JSON file {video_id: [[start, end], ...]} (as the
+    demo's key_spans.json) read at the video's file stem -> [[start, end], ...]."""
+    if not values:
+        return []
+    if len(values) == 1 and values[0].lower().endswith(".json"):
+        path = Path(values[0])
+        if not path.is_file():
+            raise DataError(path, "key-span file not found", "pass an existing JSON, or START-END pairs in seconds")
+        try:
+            table = json.loads(path.read_text())
+        except ValueError as e:
+            raise DataError(path, f"not a JSON file ({e})", "pass {video_id: [[start, end], ...]}") from None
+        if video.stem not in table:
+            raise DataError(path, f"no entry {video.stem!r} (the video's file name without extension)",
+                            "add it, or pass the spans as START-END pairs")
+        values = [f"{s}-{e}" for s, e in table[video.stem]]
+    spans = []
+    for v in values:
+        try:
+            s, e = (float(x) for x in str(v).split("-", 1))
+        except ValueError:
+            raise ValueError(f"--gt-spans {v!r}: expected START-END in seconds (e.g. 1.5-3) or a JSON file") from None
+        if not 0 <= s < e:
+            raise ValueError(f"--gt-spans {v!r}: needs 0 <= start < end")
+        spans.append([s, e])
+    return spans
 
 
 def output_path(out: Path, video: Path) -> Path:
@@ -289,9 +321,12 @@ def summary(record: dict) -> str:
                       if v is not None or (k == "transcript" and record["reads_text"]))
     lines = [f"{record['video']}: {record['n_frames']} frames at {record['fps']:g} fps ({record['duration']:.2f} s); "
              f"{record['method']} checkpoint, {len(record['seg_times'])} segments{sources}",
-             "top emotions: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in record["top"]),
+             "top emotions: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in record["top"])
+             + (f" (true: {record['label']})" if record.get("label") else ""),
              "emotional segments (start - end seconds, score):"]
     lines += [f"  {s['start']:7.2f} - {s['end']:7.2f}  {s['score']:.3f}" for s in record["segments"]] or ["  none"]
+    if record.get("gt_spans"):
+        lines.append("key spans given: " + ", ".join(f"{s:.2f} - {e:.2f}" for s, e in record["gt_spans"]))
     return "\n".join(lines)
 
 
@@ -302,8 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python tools/predict.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", type=Path, help="video file (any container FFmpeg reads)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="best.pth or last.pth written by main.py")
-    p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: %(default)s)")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="best.pth or last.pth written by main.py, or its run folder (best.pth there, else last.pth)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: <checkpoint folder>/predictions)")
+    p.add_argument("--label", default=None, help="the video's true class, drawn and recorded beside the prediction")
+    p.add_argument("--gt-spans", nargs="+", default=None, metavar="SPAN",
+                   help="key spans drawn on the timeline: START-END seconds (e.g. 1.5-3 4-5.2), or a JSON file "
+                        "{video_id: [[start, end], ...]} such as data/demo/key_spans.json, read at the file's stem")
     p.add_argument("--top", type=int, default=3, help="emotions to list (default: %(default)s)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: cuda when available (default: %(default)s)")
@@ -337,8 +378,12 @@ def run(cli: argparse.Namespace) -> int:
     if cli.asr != "none":
         check_engine(cli.asr, None)
     device = resolve_device(cli.device)
+    gt_spans = parse_spans(cli.gt_spans, cli.video)
     det = {k: v for k, v in vars(cli).items() if k.startswith("det_")}
-    model, method, args, labels, _ = load_trained(cli.checkpoint, device, overrides=det)
+    checkpoint = checkpoint_file(cli.checkpoint)
+    model, method, args, labels, _ = load_trained(checkpoint, device, overrides=det)
+    if cli.label is not None and cli.label not in labels:
+        raise ValueError(f"--label {cli.label!r} is not a class of this checkpoint ({', '.join(labels)})")
     short_side = cli.short_side
     if short_side is None:
         short_side = (preprocessed_short_side(args.root) if args.root else None) or DEFAULT_SHORT_SIDE
@@ -356,14 +401,15 @@ def run(cli: argparse.Namespace) -> int:
     notes = [str(w.message) for w in caught]
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
-    record = {"video": cli.video.name, "source": str(cli.video.resolve()), "checkpoint": str(cli.checkpoint),
-              "method": args.method, "labels": labels,
+    record = {"video": cli.video.name, "source": str(cli.video.resolve()), "checkpoint": str(checkpoint),
+              "method": args.method, "labels": labels, "label": cli.label, "gt_spans": gt_spans,
               "reads_text": with_text,
               "short_side": short_side,
               **predict(model, method, sample, labels, device, opts.detection_rule(args), cli.top),
               "warnings": notes}
-    cli.out.mkdir(parents=True, exist_ok=True)
-    json_path = output_path(cli.out, cli.video)
+    out = cli.out if cli.out is not None else checkpoint.parent / "predictions"
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = output_path(out, cli.video)
     png_path = json_path.with_suffix(".png")
     json_path.write_text(json.dumps(record, indent=1))
     draw(record, sample, labels, png_path)

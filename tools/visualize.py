@@ -1,6 +1,6 @@
 """Draw the timelines and the confusion matrix of a finished run from its saved predictions.
 
-    python tools/visualize.py --run runs/cten_demo [--gt data/demo/key_spans.json] [--n 8]
+    python tools/visualize.py --run runs/cten_demo [--gt data/demo/key_spans.json] [--n 8] [--out DIR]
     python tools/visualize.py --run runs/mart_ve8 --root /data/VE8 --videos 1234_abcd 5678_efgh
 
 Reads RUN/predictions.json (per test video: probabilities, attention curves, detected segments) and
@@ -10,8 +10,10 @@ reads them: datasets.video_emotion.VideoEmotionDataset built from the run's conf
 one beside RUN for a stage-2 folder, or --config; an --eval-only run writes none, so pass its training run's).
 --root moves the dataset (the annotation file of the same name under it is used unless --annotation is given).
 
-Writes RUN/timelines/<video_id>.png for the chosen videos (--videos, else the first --n of predictions.json) and
-RUN/confusion.png, with core/run.py `draw_figures`: the same figures main.py draws at the end of a run. Ground-truth
+Writes OUT/timelines/<video_id>.png for the chosen videos (--videos, else the first --n of predictions.json) and
+OUT/confusion.png, with core/run.py `draw_figures`: the same figures main.py draws at the end of a run. OUT is
+--out, else a new folder beside the run's results (figures/, figures_2/, ...): the figures main.py drew are never
+overwritten. Ground-truth
 segments come from --gt, else from the run's --gt-segments file when it is still there. Exit status 0, or 2 with
 a message naming the file and the fix.
 """
@@ -102,9 +104,19 @@ def choose(predictions: list, dataset, videos: list | None, n: int) -> tuple:
     return [where[v] for v in wanted], [by_id[v] for v in wanted]
 
 
+def new_folder(folder: Path, name: str = "figures") -> Path:
+    """folder/name, or name_2, name_3, ... : the first that does not exist."""
+    out, k = folder / name, 1
+    while out.exists():
+        k += 1
+        out = folder / f"{name}_{k}"
+    return out
+
+
 def visualize(run: Path, root: str | None = None, annotation: str | None = None, config: Path | None = None,
-              gt_path: Path | None = None, videos: list | None = None, n: int = 8) -> list:
-    """Draws the figures (module docstring); returns the paths written."""
+              gt_path: Path | None = None, videos: list | None = None, n: int = 8, out: Path | None = None) -> list:
+    """Draws the figures (module docstring) into `out` (default: a new folder, `new_folder`); returns the paths
+    written."""
     folder = results_dir(run)
     fix = "let main.py finish the run, or run it again with --eval-only --checkpoint"
     predictions = read_json(folder / "predictions.json", "predictions", fix)
@@ -121,9 +133,10 @@ def visualize(run: Path, root: str | None = None, annotation: str | None = None,
     args.vis_videos = len(indices)
     # results.json names the per-segment curves; one written before it did: the attention and degree curves
     curves = results.get("curves") or [k for k in chosen[0] if k.startswith(("att_", "degree_"))]
+    out = out if out is not None else new_folder(folder)
     draw_figures(args, {"confusion": results["confusion"], "per_video": chosen, "curves": curves},
-                 Chosen(test, indices), results["labels"], gt, RunLogger(folder, enabled=False))
-    return [folder / "confusion.png"] + [folder / "timelines" / f"{p['video_id']}.png" for p in chosen]
+                 Chosen(test, indices), results["labels"], gt, RunLogger(out, enabled=False))
+    return [out / "confusion.png"] + [out / "timelines" / f"{p['video_id']}.png" for p in chosen]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", type=Path, default=None, help="ground-truth segments JSON, e.g. the demo's key_spans.json")
     p.add_argument("--videos", nargs="+", default=None, metavar="ID", help="video ids to draw (default: the first --n)")
     p.add_argument("--n", type=int, default=8, help="videos to draw without --videos (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for confusion.png and timelines/ (default: a new figures/, figures_2/, ... beside the "
+                        "run's results; the run's own figures are never overwritten)")
     return p
 
 
@@ -144,7 +160,7 @@ def main(argv=None) -> int:
     try:
         if cli.n < 0:
             raise ValueError(f"--n must be >= 0, got {cli.n}")
-        paths = visualize(cli.run, cli.root, cli.annotation, cli.config, cli.gt, cli.videos, cli.n)
+        paths = visualize(cli.run, cli.root, cli.annotation, cli.config, cli.gt, cli.videos, cli.n, cli.out)
     except (ValueError, OSError) as e:  # DataError and missing files name the file and the fix
         if os.environ.get("VEA_DEBUG"):
             raise

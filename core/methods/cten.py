@@ -173,6 +173,18 @@ OFFICIAL = dict(_OFFICIAL, **PROTOCOL_PAPER, visual_input="official", visual_bn=
 DEMO_DATA = dict(root="data/demo/data", seq_len=6, snippet_duration=8, sample_size=64, workers=2)
 
 
+# The published weight files each setting expects (docs/weights.md says where each is published).
+VISUAL_INPUT_FILES = {"kinetics400": "Hara et al.'s Kinetics-400 file, 3D-ResNets-PyTorch's first release",
+                      "kinetics_moments": "Hara et al.'s Kinetics-700 + Moments file, 3D-ResNets-PyTorch",
+                      "official": "the file the CTEN release loads, fed with its own scaling"}
+AUDIO_WEIGHT_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet50": "resnet50-0676ba61.pth"}
+
+
+def visual_weight_file(depth: int, visual_input: str) -> str:
+    """The published 3D ResNet file of a depth and input scaling."""
+    return f"resnet-{depth}-kinetics.pth" if visual_input == "kinetics400" else f"r3d{depth}_KM_200ep.pth"
+
+
 class CTENRecipe(Recipe):
     name = "cten"
     help = "CTEN: cross-modal temporal erasing network (CVPR 2023)"
@@ -270,17 +282,17 @@ class CTENRecipe(Recipe):
                     visual_bn=arch.visual_bn)
 
     def expected_weights(self, args) -> list:
+        """The files named in docs/weights.md: the 3D ResNet of --visual-input's scaling, the ImageNet ResNet of
+        --audio-arch."""
         expected = []
         if args.modalities != "a":
-            scaling = ("any Kinetics checkpoint (the release: r3d101_KM_200ep.pth)" if args.visual_input == "official"
-                       else f"a checkpoint trained with the '{args.visual_input}' input scaling")
-            expected.append(WeightFlag("visual_weights", f"a 3D ResNet-{args.visual_depth} file, {scaling} "
-                                       "(--visual-depth, --visual-input; e.g. r3d101_KM_200ep.pth for "
-                                       "kinetics_moments, resnet-101-kinetics.pth for kinetics400)"))
+            expected.append(WeightFlag("visual_weights", f"{visual_weight_file(args.visual_depth, args.visual_input)} "
+                                       f"(3D ResNet-{args.visual_depth} for --visual-input {args.visual_input}; "
+                                       f"{VISUAL_INPUT_FILES[args.visual_input]})"))
         if args.modalities != "v":
-            expected.append(WeightFlag("audio_weights", f"an ImageNet {args.audio_arch} state_dict in torchvision's "
-                                       "layout, matching --audio-arch (e.g. torchvision's resnet18-*.pth / "
-                                       "resnet50-*.pth)"))
+            expected.append(WeightFlag("audio_weights", f"{AUDIO_WEIGHT_FILES.get(args.audio_arch, 'no published file')} "
+                                       f"(torchvision's ImageNet {args.audio_arch} state_dict, for --audio-arch "
+                                       f"{args.audio_arch})"))
         return expected
 
     def load_pretrained(self, model: CTEN, args) -> list:

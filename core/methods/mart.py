@@ -322,8 +322,8 @@ class MARTRecipe(MBTRecipe):
     def expected_weights(self, args) -> list:
         expected = super().expected_weights(args)
         if str(args.preset).endswith("_official"):
-            expected.append(WeightFlag("text_model", "a local BERT-base (uncased) Hugging Face folder, as the release "
-                                       "uses (config.json, weights, tokenizer files)", metavar="FOLDER"))
+            expected.append(WeightFlag("text_model", "bert-base-uncased/ (a local BERT-base uncased Hugging Face folder "
+                                       "as the release uses: config.json, weights, tokenizer files)", metavar="FOLDER"))
         return expected
 
     def validate(self, args) -> None:

@@ -166,9 +166,9 @@ class MBTRecipe(Recipe):
         return build_mbt(arch, n_classes)
 
     def expected_weights(self, args) -> list:
-        return [WeightFlag("videomae_weights", "a VideoMAE ViT-B/16 checkpoint (e.g. videomae_base_patch16_224.pth; "
-                           "its width and depth must be --mbt-width / --mbt-depth)"),
-                WeightFlag("ast_weights", "the AudioSet AST file audioset_10_10_0.4593.pth (width and depth as "
+        return [WeightFlag("videomae_weights", "videomae_base_patch16_224.pth (a VideoMAE ViT-B/16 checkpoint; its "
+                           "width and depth must be --mbt-width / --mbt-depth)"),
+                WeightFlag("ast_weights", "audioset_10_10_0.4593.pth (the AudioSet AST; width and depth as "
                            "--mbt-width / --mbt-depth)")]
 
     def load_pretrained(self, model: MBT, args) -> list:

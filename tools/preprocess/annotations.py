@@ -52,20 +52,33 @@ def read_split_list(path: Path, labels: list[str]) -> list[tuple[str, str]]:
     return rows
 
 
-def split_from_lists(list_dir: Path, split: str) -> tuple[list[str], dict[str, tuple[str, str]], list[str]]:
+DUPLICATES = ("refuse", "keep-last")
+
+
+def split_from_lists(list_dir: Path, split: str, duplicates: str = "refuse"
+                     ) -> tuple[list[str], dict[str, tuple[str, str]], list[str]]:
     """Labels, {video_id: (class, subset)} and notes from classInd.txt, trainlist<split>.txt, testlist<split>.txt.
 
-    A video listed twice keeps its last entry (training first, then test), as the official JSON does.
+    A JSON entry has one label and one subset, so a video id listed twice would lose one listing. duplicates
+    "refuse" (default) raises DataError naming every such id; "keep-last" keeps its last entry (training first, then
+    test) with a note, as the official VE-8 JSON does for 3527012618_7ceb8fb27b_700 (Disgust and Fear).
     """
     labels = read_class_ind(list_dir / "classInd.txt")
-    entries, notes = {}, []
+    listed: dict[str, list[tuple[str, str, str]]] = {}  # video_id -> [(class, subset, list file)]
     for name, subset in ((f"trainlist{split}.txt", "training"), (f"testlist{split}.txt", "validation")):
         for label, video_id in read_split_list(list_dir / name, labels):
-            if video_id in entries:
-                notes.append(f"{video_id} is listed twice ({entries[video_id][0]}, {subset} {label}); "
-                             f"the last entry ({label}) is kept, as in the official JSON")
-            entries[video_id] = (label, subset)
-    return labels, entries, notes
+            listed.setdefault(video_id, []).append((label, subset, name))
+    twice = {v: rows for v, rows in listed.items() if len(rows) > 1}
+    if twice and duplicates == "refuse":
+        shown = "; ".join(f"{v} ({', '.join(f'{c} in {f}' for c, _, f in rows)})" for v, rows in list(twice.items())[:5])
+        more = f" and {len(twice) - 5} more" if len(twice) > 5 else ""
+        raise DataError(list_dir, f"{len(twice)} video ids are listed more than once, e.g. {shown}{more}; the JSON "
+                                  "would keep one entry of each and lose the others",
+                        "give every clip a unique id (tools/caer_lists.py does for CAER), or pass --duplicate-ids "
+                        "keep-last to keep the last entry as the official VE-8 JSON does")
+    notes = [f"{v} is listed {len(rows)} times ({', '.join(f'{s} {c}' for c, s, _ in rows)}); the last entry "
+             f"({rows[-1][0]}) is kept (--duplicate-ids keep-last), as in the official JSON" for v, rows in twice.items()]
+    return labels, {v: rows[-1][:2] for v, rows in listed.items()}, notes
 
 
 def parse_ratio(text: str) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets.errors import DataError
 
-from .annotations import annotation_json, parse_ratio, split_from_lists, stratified_split, write_json
+from .annotations import DUPLICATES, annotation_json, parse_ratio, split_from_lists, stratified_split, write_json
 from .asr import ENGINES, check_engine
 from .guard import output_lock
 from .layout import AUDIO_FORMATS, Video
@@ -26,8 +26,10 @@ into the layout of the official CTEN/MART/VAANet releases:
 Frames lie on a constant-rate timeline (the rate in fps): frame k is what shows k / fps seconds after the
 first, so variable-frame-rate video gets frames repeated or dropped (a warning). Transcript cues past the
 video's end are cut; speech recognition runs only where a voice-activity check finds possible speech.
-A video without an audio stream gets frames and no audio file (a warning). Finished videos are verified
-and skipped on a second run; bookkeeping lives in DST/.preprocess/ (records, work in progress, report.json).
+A video without an audio stream gets frames and no audio file (a warning); one without speech gets no
+transcript (counted apart, not a warning). Finished videos are verified and skipped on a second run, also when only
+--asr / --whisper-model changed (said; --force redoes them); other changed settings redo them (said);
+bookkeeping lives in DST/.preprocess/ (records, work in progress, report.json).
 A run holds DST/.preprocess/lock: a second run on the same DST stops with a message. Worker processes end
 with the run (also when it is killed); a killed run's half-written videos are redone by the next run.
 Exit status: 0 when every video was processed, 1 when some failed (0 with --keep-going), 2 on bad arguments."""
@@ -48,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--ratio", metavar="TRAIN:TEST",
                        help="draw a stratified split of the found videos instead, e.g. 2:1 (classes sorted by name)")
     g.add_argument("--split", default="01", help="split number of the lists to read (default: %(default)s)")
+    g.add_argument("--duplicate-ids", choices=DUPLICATES, default="refuse",
+                   help="a video id listed more than once in the split lists: stop (a JSON entry holds one label), "
+                        "or keep its last entry as the official VE-8 JSON does (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed of the --ratio split (default: %(default)s)")
     g.add_argument("--json", default="ve8.json",
                    help="annotation file name, relative to DST unless absolute (default: %(default)s)")
@@ -143,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     labels, listed = None, None
     if args.split_lists:
-        labels, listed, notes = split_from_lists(args.split_lists, args.split)
+        labels, listed, notes = split_from_lists(args.split_lists, args.split, args.duplicate_ids)
     exts = tuple(e.strip().lstrip(".").lower() for e in args.exts.split(",") if e.strip())
     videos, ignored = find_videos(args.src, exts)
     if ignored:

@@ -60,6 +60,15 @@ def count_frames(frames_dir: Path) -> int:
     return n
 
 
+def saved_settings(video: Video, root: Path) -> dict | None:
+    """The settings in the video's record (None when there is no readable record)."""
+    try:
+        settings = json.loads(video_paths(root, video.label, video.video_id).record.read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
 def finished(video: Video, root: Path, settings: dict) -> bool:
     """True when the video's record exists for the same source and settings and its outputs verify."""
     paths = video_paths(root, video.label, video.video_id)

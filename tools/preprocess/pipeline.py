@@ -15,13 +15,16 @@ from datasets.transcripts import Cue
 from .asr import SAMPLE_RATE, transcribe
 from .audio import decode_audio, write_audio
 from .guard import die_with_parent
-from .layout import Paths, Video, finished, source_stamp, video_paths
+from .layout import Paths, Video, finished, saved_settings, source_stamp, video_paths
 from .subtitles import clip_cues, embedded_subtitles, format_srt, read_sidecar
 from .vad import speech_regions
 from .video import extract_frames
 
 NO_AUDIO = ("frames were extracted and no audio file was written; "
             "the loader's missing-audio policy decides what this video gets")
+# Settings that only decide how a transcript is recognised: a finished video made with other values is kept (its
+# frames, audio and transcript are valid outputs); --force redoes it.
+TRANSCRIPT_SETTINGS = ("asr", "whisper_model")
 
 
 @dataclass
@@ -32,11 +35,16 @@ class Result:
     failed_file: str = ""
     why: str = ""
     fix: str = ""
+    no_speech: str = ""  # why the video got no transcript when it simply has no speech (not a warning)
+    changed: dict = field(default_factory=dict)  # {setting: [saved, now]}: a finished video redone ("processed")
+    # or kept ("skipped", transcript settings only) although made with other settings
 
 
-def find_transcript(video: Video, samples, settings: dict, warnings: list[str]) -> tuple[list[Cue], str | None]:
+def find_transcript(video: Video, samples, settings: dict, warnings: list[str],
+                    no_speech: list[str]) -> tuple[list[Cue], str | None]:
     """Cues and their source: a sidecar .srt beside the video, else an embedded text subtitle stream,
-    else speech recognition (settings["asr"]) on the audio. samples: int16 (C, N) or None."""
+    else speech recognition (settings["asr"]) on the audio. samples: int16 (C, N) or None. A video in which no
+    speech is found gets a line in `no_speech` (a fact about the clip, not a warning)."""
     sidecar = video.src.with_suffix(".srt")
     if sidecar.is_file():
         cues = read_sidecar(sidecar, warnings)
@@ -54,18 +62,18 @@ def find_transcript(video: Video, samples, settings: dict, warnings: list[str]) 
         mono = decode_audio(video.src, SAMPLE_RATE, 1)[0][0]
     regions = speech_regions(mono, SAMPLE_RATE)
     if not regions:
-        warnings.append(f"the voice-activity check found no speech: {settings['asr']} was not run and no .srt "
-                        "was written")
+        no_speech.append(f"the voice-activity check found no speech ({settings['asr']} not run, no .srt)")
         return [], None
     whisper_model = Path(settings["whisper_model"]) if settings["whisper_model"] else None
     cues = transcribe(mono, settings["asr"], whisper_model, regions)
     if not cues:
-        warnings.append(f"{settings['asr']} recognised no speech: no .srt was written")
+        no_speech.append(f"{settings['asr']} recognised no speech (no .srt)")
     return cues, settings["asr"]
 
 
-def _build(video: Video, paths: Paths, settings: dict) -> list[str]:
-    """Write everything under paths.tmp, then move it into place; the record goes last. Returns warnings."""
+def _build(video: Video, paths: Paths, settings: dict) -> tuple[list[str], str]:
+    """Write everything under paths.tmp, then move it into place; the record goes last. Returns the warnings and
+    why the video has no transcript when it has no speech ('' otherwise)."""
     paths.record.unlink(missing_ok=True)
     shutil.rmtree(paths.tmp, ignore_errors=True)
     frames_tmp = paths.tmp / "frames"
@@ -85,7 +93,8 @@ def _build(video: Video, paths: Paths, settings: dict) -> list[str]:
         audio_tmp = paths.tmp / f"audio.{settings['audio_format']}"
         write_audio(samples, settings["sample_rate"], audio_tmp)
 
-    cues, transcript = find_transcript(video, samples, settings, warnings)
+    no_speech: list[str] = []
+    cues, transcript = find_transcript(video, samples, settings, warnings, no_speech)
     cues, clipped = clip_cues(cues, n_frames / fps)
     if clipped:
         warnings.append(clipped)
@@ -111,21 +120,26 @@ def _build(video: Video, paths: Paths, settings: dict) -> list[str]:
 
     record = {"source": source_stamp(video.src), "settings": settings, "n_frames": n_frames, "fps": fps,
               "audio": audio_tmp is not None, "transcript": transcript if srt_tmp is not None else None,
-              "warnings": warnings}
+              "warnings": warnings, "no_speech": "".join(no_speech)}
     paths.record.parent.mkdir(parents=True, exist_ok=True)
     record_tmp = paths.tmp / "record.json"
     record_tmp.write_text(json.dumps(record, indent=1))
     record_tmp.replace(paths.record)
-    return warnings
+    return warnings, "".join(no_speech)
 
 
 def process_video(video: Video, root: Path, settings: dict, force: bool = False) -> Result:
-    """Process one video unless it is already finished; never raises for bad input (see Result)."""
-    if not force and finished(video, root, settings):
-        return Result(video, "skipped")
+    """Process one video unless it is already finished (also when only TRANSCRIPT_SETTINGS differ: kept, and said
+    in Result.changed); never raises for bad input (see Result)."""
+    saved = None if force else saved_settings(video, root)
+    changed = {k: [saved.get(k), settings.get(k)] for k in {*saved, *settings}
+               if saved.get(k) != settings.get(k)} if saved is not None else {}
+    if saved is not None and set(changed) <= set(TRANSCRIPT_SETTINGS) and finished(video, root, saved):
+        return Result(video, "skipped", changed=changed)
     paths = video_paths(root, video.label, video.video_id)
     try:
-        return Result(video, "processed", _build(video, paths, settings))
+        warnings, no_speech = _build(video, paths, settings)
+        return Result(video, "processed", warnings, no_speech=no_speech, changed=changed)
     except DataError as e:
         return Result(video, "failed", failed_file=e.path, why=e.why, fix=e.fix)
     except OSError as e:
