@@ -143,15 +143,16 @@ def convert_state(state: dict, own: dict, fmt: ReleaseFormat, path) -> tuple:
         if new is None or new not in own:
             unexpected.append(key if new is None else f"{key} (-> {new})")
             continue
-        if new in out:
+        if new in source:
             twice.append(f"{source[new]} and {key} -> {new}")
             continue
         want = own[new].shape
         if value.shape != want and not (new in fmt.reshaped and value.numel() == want.numel()):
             shapes.append(f"{key} {tuple(value.shape)} -> {new} {tuple(want)}")
+            source[new] = key
             continue
         out[new], source[new] = value.reshape(want), key
-    missing = [k for k in own if k not in out and k not in fmt.filled]
+    missing = [k for k in own if k not in source and k not in fmt.filled]
     if missing or unexpected or shapes or twice:
         lines = [f"release checkpoint {path} does not fit the {fmt.name} format:"]
         for name, keys in (("missing keys (of this project's model)", missing), ("unexpected keys", unexpected),
@@ -179,11 +180,10 @@ def read_release(path, trusted: bool = False) -> dict:
 def release_args(preset: str, annotation, main_args=()) -> argparse.Namespace:
     """main.py's options of `preset` (the method is the preset's family), with the data root beside `annotation` and
     `main_args` (main.py flags) on top."""
-    owner = next((r.name for r in methods.recipes() if preset in r.presets), None)
-    if owner is None or owner not in FORMATS:
-        choices = [p for r in methods.recipes() if r.name in FORMATS for p in r.presets if p.endswith("_official")]
-        raise ValueError(f"--preset {preset!r} is not a preset of {', '.join(sorted(FORMATS))}; pass one of "
-                         f"{', '.join(choices)}")
+    owners = {p: r.name for r in methods.recipes() if r.name in FORMATS for p in r.presets if p.endswith("_official")}
+    if preset not in owners:  # another preset builds another network, or feeds it other pixels
+        raise ValueError(f"--preset {preset!r} is not one of the release presets: {', '.join(owners)}")
+    owner = owners[preset]
     ann = Path(annotation)
     return opts.parse_args(["--method", owner, "--preset", preset, "--root", str(ann.parent), "--annotation", str(ann),
                             *main_args])
