@@ -215,7 +215,8 @@ def release_head(sd: dict, fv: torch.Tensor, fa: torch.Tensor, order: str = "va"
     def nonlocal_block(x, p):
         b, t, d = x.shape
         s = torch.softmax(lin(x, f"{p}.theta") @ lin(x, f"{p}.phi").transpose(1, 2) / 256 ** 0.5, dim=-1)
-        return norm(lin(s @ lin(x, f"{p}.g"), f"{p}.out").reshape(b * t, d), f"{p}.bn").view(b, t, d) + sd[f"{p}.alpha"] * x
+        z = norm(lin(s @ lin(x, f"{p}.g"), f"{p}.out").reshape(b * t, d), f"{p}.bn").view(b, t, d)
+        return z + sd[f"{p}.alpha"] * x
 
     def attention(q, kv, p, heads=8):
         q, k, v = (F.relu(lin(x, f"{p}.linear_{n}")).unflatten(-1, (heads, -1)).transpose(1, 2)

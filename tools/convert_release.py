@@ -15,7 +15,7 @@ inside {'state_dict' | 'model' | 'module': ...}, with or without DataParallel's 
 | nku-zhichengzhang/CTEN | `VAANetErase` (models/vaanet_erase.py) | `resnet.{0,1,4-7}` -> `visual.{conv1,bn1,layer1-4}`, `a_resnet.{0,1,4-7}` -> `audio.trunk.{conv1,bn1,layer1-4}`, `a_fc` -> `audio.proj`, `nl.0` / `nl_a.0` -> `intra.v` / `intra.a`, `v2a_attn.linear_*` / `a2v_attn.linear_*` -> `inter.to_visual.*` / `inter.to_audio.*`, `ta_net.conv.0` (1, 2D, 1) -> `attention.w2` (1, 2D), `ta_net.conv.1` -> `attention.bn`, `ta_net.fc` -> `attention.w1`, `fc` -> `classifier` |
 | nku-zhichengzhang/MART | `MBT` (models/mbt/MBT.py; main.py saves the EMA copy as best.ckpt) | `vid_model` -> `video` (`attn.{q,v}_bias` -> `attn.qkv.{q,v}_bias`), `ast_model.v` -> `audio`, `v_fc` / `a_fc` -> `head_v` / `head_a`, `bottleneck` |
 
-Both releases concatenate CTEN's joint feature as [visual, audio] and so does models/cten.py: the joint attention's
+The CTEN release concatenates its joint feature as [visual, audio] and so does models/cten.py: the joint attention's
 W2 and the classifier map unchanged. Release tensors the evaluated forward never reads are dropped and listed
 (`ignored`): the MBT's ImageNet/VideoMAE/AudioSet heads (`vid_model.head`, `ast_model.v.head`, `ast_model.v.head_dist`,
 `ast_model.mlp_head`) and its sentiment heads (`v_s_fc`, `a_s_fc`). The project's MBT has one tensor the release has
@@ -24,10 +24,10 @@ missing, unexpected or mis-shaped key stops the conversion with the file named a
 
 The written file holds 'model', 'config' (the preset's options, then the flags after `--`), 'method', 'arch',
 'labels' (the annotation file's class order: the release's classifier rows follow its `labels` list), 'stage' and
-'converted_from' (the release file's path, size, SHA-256, ignored and filled keys); it is then loaded back as
---eval-only and tools/predict.py load it (core/restore.py). There is no training state: it evaluates, predicts and
-can be read by another run's code, it does not --resume. tools/check_release.py checks the mapped forward against
-the release code itself.
+'converted_from' (the release file's path, size, SHA-256, ignored and filled keys). After writing it, the tool loads
+it back as --eval-only and tools/predict.py do (core/restore.py `load_trained`). It holds no training state: it
+evaluates and predicts, it does not --resume. tools/check_release.py checks the mapped forward against the release
+code itself.
 """
 import argparse
 import sys
@@ -161,7 +161,8 @@ def convert_state(state: dict, own: dict, fmt: ReleaseFormat, path) -> tuple:
                 lines.append(f"  {len(keys)} {name}: {_few(keys)}")
         other = other_format(state, fmt)
         if other is not None:
-            lines.append(f"  the file looks like a {other.name} checkpoint: pass a preset of {' / '.join(other.methods)}")
+            lines.append(f"  the file looks like a {other.name} checkpoint: pass a preset of "
+                         f"{' / '.join(other.methods)}")
         elif shapes:
             lines.append("  a release trained with other options (classes, T, widths) needs the same options here: "
                          "pass them after `--` (e.g. -- --seq-len 12)")
@@ -209,8 +210,8 @@ def convert(release_path, preset: str, annotation, out, main_args=(), trusted: b
     state = read_release(release_path, trusted)
     rows = release_classes(state, fmt)
     if rows is not None and rows != len(labels):
-        raise CheckpointError(f"release checkpoint {release_path} has a {rows}-class classifier, but {annotation} lists "
-                              f"{len(labels)} classes; pass the annotation file the release was trained on")
+        raise CheckpointError(f"release checkpoint {release_path} has a {rows}-class classifier, but {annotation} "
+                              f"lists {len(labels)} classes; pass the annotation file the release was trained on")
     with torch.device("meta"):  # names and shapes only
         own = recipe.build_model(recipe.arch_of(args), len(labels)).state_dict()
     model_state, report = convert_state(state, own, fmt, release_path)
