@@ -4,7 +4,9 @@ with temporal erasing lives in core/methods/cten.py and the erasing math in mode
 video uint8 (B, T, 3, L, S, S) -> frozen 3D ResNet per snippet -> F_v (B, T, D)
 audio (B, T, F, 128)           -> 2D ResNet per segment       -> F_a (B, T, D)
 -> intra-modal non-local blocks (Eqs. 1-4) -> inter-modal cross attention (Eqs. 5-6)
--> temporal attention (Eq. 7) -> attention pooling -> concat (2D) -> dropout -> linear classifier.
+-> temporal attention (Eq. 7) -> attention pooling -> concat [visual, audio] (2D) -> dropout -> linear classifier.
+Both the joint attention's input and the classifier's read the streams in the order [visual, audio] (`streams`),
+the release's `torch.cat((v2, a2))`, so a release checkpoint maps key by key (tools/convert_release.py).
 Outputs: logits (B, C), att_v / att_a (B, T), and for weakly-supervised detection (core/detection.py) seg_scores
 (B, T, C), the classifier applied to each segment's features (W f_t, a class activation sequence), and seg_logits
 (B, T, C), each segment's attention-weighted contribution A_t W f_t to the logits (T-CAM).
@@ -47,6 +49,7 @@ class CTEN(nn.Module):
             raise ValueError(f"the inter-modal relation needs both modalities, got modalities={modalities!r}; "
                              f"switch it off (inter=False) for a single-modality run")
         self.modalities = modalities
+        self.streams = tuple(m for m in "va" if m in modalities)  # concatenation order: [visual, audio]
         self.seq_len = seq_len
         self.temporal_attention = temporal_attention
         self.visual_chunk = visual_chunk
@@ -100,17 +103,17 @@ class CTEN(nn.Module):
         out = {}
         if self.temporal_attention == "paper":
             streams = []
-            for m in self.modalities:
+            for m in self.streams:
                 x = feats[m] + fused[m] if self.inter is not None else feats[m]
                 att = self.attention[m](x)  # (B, T)  Eq. 7
                 streams.append((fused[m], att))
                 out[f"att_{m}"] = att
         else:
-            joint = torch.cat([fused[m] for m in self.modalities], dim=-1)  # (B, T, 2D)
+            joint = torch.cat([fused[m] for m in self.streams], dim=-1)  # (B, T, 2D) [F''_v, F''_a]
             att = self.attention(joint)
             streams = [(joint, att)]
             out.update({f"att_{m}": att for m in self.modalities})
-        z = torch.cat([attention_pool(f, a) for f, a in streams], dim=-1)  # (B, 2D) or (B, D)
+        z = torch.cat([attention_pool(f, a) for f, a in streams], dim=-1)  # (B, 2D) [z_v, z_a] or (B, D)
         out["logits"] = self.classifier(self.dropout(z))
         # the classifier on each segment's pooled-stream features: W f_t (CAS) and A_t W f_t (T-CAM, each segment's
         # contribution to the logits: logits = seg_logits.mean(1) + bias without dropout)

@@ -133,11 +133,11 @@ def test_joint_attention_reads_both_streams():
     feats = {"v": torch.randn(2, T, 512), "a": torch.randn(2, T, 512)}
     out = model.head(feats["v"], feats["a"])
     att = model.attention
-    joint = torch.cat([feats[m] for m in model.modalities], dim=-1)  # (B, T, 1024) in the model's modality order
+    joint = torch.cat([feats[m] for m in model.streams], dim=-1)  # (B, T, 1024) [v, a], the model's order
     scores = torch.tanh(att.bn(att.w2(joint).transpose(1, 2))).squeeze(1)  # (B, T)
     torch.testing.assert_close(out["att_v"], torch.relu(att.w1(scores)))
     assert torch.equal(out["att_v"], out["att_a"])
-    for i, moved in enumerate(model.modalities):  # each stream alone moves the shared attention
+    for i, moved in enumerate(model.streams):  # each stream alone moves the shared attention
         other = dict(feats)
         other[moved] = feats[moved].clone()
         other[moved][:, 3] += 5 * torch.sign(att.w2.weight[0, 512 * i:512 * (i + 1)])
