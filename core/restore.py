@@ -28,6 +28,9 @@ INVOCATION = ("eval_only", "checkpoint", "name", "output", "overwrite", "resume"
               "workers", "progress", "log_every", "allow_random_init", "trust_weights")
 # What an evaluation reads besides the model; each comes from the checkpoint's config unless a flag gives it.
 EVAL_DATA = ("root", "annotation", "annotation_name", "polarity_file", "positive_classes", "gt_segments")
+# The checkpoint format main.py writes. 2: CTEN concatenates its streams [visual, audio] (the release's order);
+# 1 (no 'format' field): [audio, visual]. `model_state` brings an older checkpoint's weights to the current format.
+FORMAT = 2
 
 
 def checkpoint_file(path) -> Path:
@@ -78,7 +81,14 @@ def eval_options(args, argv) -> argparse.Namespace:
 def checkpoint_record(args, recipe, labels, stage: str) -> dict:
     """What every checkpoint of a run stores besides the weights and the training state."""
     arch = {**{k: getattr(args, k) for k in INPUT_ARCH}, **vars(recipe.arch_of(args))}
-    return {"config": vars(args), "method": recipe.name, "arch": arch, "labels": list(labels), "stage": stage}
+    return {"config": vars(args), "method": recipe.name, "arch": arch, "labels": list(labels), "stage": stage,
+            "format": FORMAT}
+
+
+def model_state(state: dict, method: str) -> dict:
+    """A checkpoint's model weights in the current format (the recipe re-lays what an older format stored)."""
+    arch = saved_arch(state["config"], method, state.get("arch"))
+    return methods.get(method).upgrade_state(state["model"], state.get("format", 1), arch)
 
 
 def saved_arch(config: dict, method: str, arch: Optional[dict] = None) -> dict:
@@ -152,7 +162,7 @@ def load_trained(path, device: torch.device, base=None, overrides: Optional[dict
     recipe = methods.get(args.method)
     labels = checkpoint_labels(state, args, path)
     model = recipe.build_model(recipe.arch_of(args), len(labels))
-    ckpt.load_model_state(model, state["model"], path)
+    ckpt.load_model_state(model, model_state(state, args.method), path)
     polarity = torch.tensor(run_polarity(labels, args.positive_classes, getattr(args, "polarity_file", None)),
                             device=device)
     return model.to(device).eval(), recipe.predictor(args, polarity), args, labels, state

@@ -13,6 +13,7 @@ from core.data import make_loader
 from core.ema import ModelEMA
 from core.engine import TrainContext, predict_all, train_one_epoch, unwrap
 from core.evaluate import summarise
+from core.restore import FORMAT, model_state
 
 
 def build_optimizer(args, params):
@@ -91,6 +92,10 @@ def check_resume(run_dir: Path, args) -> dict:
 def resume(path: Path, model, optimizer, scheduler, ctx: TrainContext) -> Progress:
     """Restores everything save_last wrote; the run goes on after the saved epoch."""
     state = ckpt.load_checkpoint(path)
+    if state.get("method") and model_state(state, state["method"]) is not state["model"]:
+        raise ValueError(f"--resume: {path} was written by an older version of this code (checkpoint format "
+                         f"{state.get('format', 1)}, current {FORMAT}), whose weight layout differs; its optimiser "
+                         "state cannot be carried over: evaluate it with --eval-only (converted on load) or train anew")
     ckpt.load_model_state(model, state["model"], path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -113,6 +113,10 @@ class Recipe(abc.ABC):
         """The stage that wrote a checkpoint older than the 'stage' field, told from its weights (None: the last)."""
         return None
 
+    def upgrade_state(self, model_state: dict, fmt: int, arch: dict) -> dict:
+        """The weights of a checkpoint written in format `fmt` (core/restore.py FORMAT) laid out for today's model."""
+        return model_state
+
     @abc.abstractmethod
     def predictor(self, args: argparse.Namespace, polarity: torch.Tensor) -> Method:
         """The step used for evaluation and prediction (its `predict`)."""

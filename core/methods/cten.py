@@ -318,6 +318,18 @@ class CTENRecipe(Recipe):
                           read_frames=sc.train_data.read_frames if sc.train_data is not None else None,
                           grid_lookup=grid_lookup if args.feature_cache else None)
 
+    def upgrade_state(self, model_state: dict, fmt: int, arch: dict) -> dict:
+        """Format 1 concatenated the streams [audio, visual]; today's order is the release's [visual, audio]: the
+        classifier's and the joint attention's input columns swap halves."""
+        if fmt >= 2 or arch.get("modalities", "av") != "av":
+            return model_state
+        state = dict(model_state)
+        for key in ("classifier.weight", "attention.w2.weight"):
+            if key in state:
+                audio, visual = state[key].chunk(2, dim=1)  # (out, 2D) -> two (out, D) halves
+                state[key] = torch.cat([visual, audio], dim=1)
+        return state
+
     def predictor(self, args, polarity) -> CTENMethod:
         return self.step(args, StageContext(polarity))
 
