@@ -1,4 +1,4 @@
-"""Faults met by a new user (issue 12): each case here fails without its fix. tools/fault_injection.py runs
+"""Faults met by a new user (issue 12): each case here fails without its fix. tests/fault_injection.py runs
 the same cases end to end through the command lines and prints a table."""
 import os
 import pickle
@@ -20,7 +20,7 @@ from datasets.frames import count_frames
 from datasets.transcripts import parse_srt
 from datasets.video_emotion import VideoEmotionDataset, collate_samples
 from fixtures_data import make_video_root
-from tools.fault_injection import (babble, is_alive, live_children, order_dependent_pair, preprocess_cmd,
+from fault_injection import (babble, is_alive, live_children, order_dependent_pair, preprocess_cmd,
                                    write_clip)
 from tools.preprocess.asr import _sphinx_decoder, transcribe, transcribe_pocketsphinx
 from tools.preprocess.cli import main as preprocess_main

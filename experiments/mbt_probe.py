@@ -1,7 +1,7 @@
 """Fast MBT experiments on a small set: training-set fit, per-head losses, test accuracy (docs/mbt_demo.md).
 
-    python tools/mbt_probe.py --cache /tmp/i11/demo_cache.pt --views 8 --epochs 40 -- --method mbt --preset mbt_demo
-    python tools/mbt_probe.py --cache ... --epochs 40 --ema 0.99 -- --method mbt --preset mbt_demo --lr 1e-3
+    python experiments/mbt_probe.py --cache /tmp/i11/demo_cache.pt --views 8 --epochs 40 -- --method mbt --preset mbt_demo
+    python experiments/mbt_probe.py --cache ... --epochs 40 --ema 0.99 -- --method mbt --preset mbt_demo --lr 1e-3
 
 The first call decodes `--views` augmented training views of every training video and the evaluation view of
 every training, validation and test video into `--cache` (reused by later calls with the same data flags); each

@@ -1,6 +1,6 @@
 """Fault injection (issue 12): make odd media and bad files, run the command lines on them, print a table.
 
-    python tools/fault_injection.py [--work DIR] [--only CASE,...] [--keep]
+    python tests/fault_injection.py [--work DIR] [--only CASE,...] [--keep]
 
 Each case builds its input under --work (a fresh temporary folder by default), runs the real command
 (`python tools/preprocess`, a DataLoader, `tools/extract_features.py`) and compares what happens with what

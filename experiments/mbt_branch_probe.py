@@ -1,9 +1,9 @@
 """One MBT branch alone (the AST or the video ViT) + a linear head on the demo: how fast it fits (docs/mbt_demo.md).
 
-    python tools/mbt_branch_probe.py --cache /tmp/i11/cache_v2.pt --branch audio --depth 2 --patch-freq 128
-    python tools/mbt_branch_probe.py --cache ... --branch audio --input-mean 0.307 --input-std 0.57
+    python experiments/mbt_branch_probe.py --cache /tmp/i11/cache_v2.pt --branch audio --depth 2 --patch-freq 128
+    python experiments/mbt_branch_probe.py --cache ... --branch audio --input-mean 0.307 --input-std 0.57
 
-The cache is the one tools/mbt_probe.py writes (augmented training views + evaluation views). Each step draws 8
+The cache is the one experiments/mbt_probe.py writes (augmented training views + evaluation views). Each step draws 8
 training videos from one cached view; the branch encodes every segment, the head reads the pooled segment
 feature, logits are averaged over the T segments (as in the MBT) and trained with cross-entropy under Adam
 (weight decay 1e-3). Prints the mean loss over steps 25-35, 85-95 and the last 10, and the accuracy on the

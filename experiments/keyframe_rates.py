@@ -1,6 +1,6 @@
 """Empty-view rates of the erasing rules (models/erasing.py) on random attention curves.
 
-    python tools/keyframe_rates.py [--videos 100000] [--seq-len 6 16] [--theta 0.7] [--seed 0]
+    python experiments/keyframe_rates.py [--videos 100000] [--seq-len 6 16] [--theta 0.7] [--seed 0]
 
 Each video gets independent attention curves per modality, drawn uniformly in [0, 1) (`uniform`) or as ReLU of a
 standard normal (`relu`, which has exact zeros as a dead ReLU attention does). Prints, per rule, modality count
