@@ -139,7 +139,8 @@ def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_d
         select: bool = True, record: dict = None, ema: bool = True, optimizer_state: dict = None) -> dict:
     """Trains `model` for `epochs` with the Method that make_method(ema) returns, resuming from run_dir/last.pth
     with --resume; `ema`: keep an EMA copy when --ema-decay is set; `optimizer_state`: {parameter name: state} the
-    optimiser starts from (a previous stage's; not on --resume, which restores this stage's own). Writes last.pth every epoch and best.pth: the best on the validation subset (select and a
+    optimiser starts from (a previous stage's; not on --resume, which restores this stage's own).
+    Writes last.pth every epoch and best.pth: the best on the validation subset (select and a
     validation subset exists) or the last epoch. `record`: what every checkpoint stores besides the training state
     (config, architecture, labels, stage). Returns {'acc', 'epoch'} of the selected model and 'history'."""
     dist, device, logger = ctx.dist, ctx.device, ctx.logger

@@ -54,15 +54,16 @@ def allowed_kinds(preset: str) -> tuple:
     return next((kinds for suffix, kinds in KINDS.items() if preset.endswith(suffix)), ("ours",))
 
 
-def entry_problems(family: str, option: str, e: dict, kinds: tuple) -> list:
-    """What is wrong with one entry of the table itself."""
+def entry_problems(family: str, option: str, e: dict, kinds: tuple, family_reason: str = "") -> list:
+    """What is wrong with one entry of the table itself (`family_reason`: the reason of the family's [ours]
+    values that give none)."""
     where = f"{family}.{option}"
     if e.get("kind") not in ("paper", "official", "ours"):
         return [f"{where}: kind {e.get('kind')!r} is not paper, official or ours"]
     problems = []
     if e["kind"] not in kinds:
         problems.append(f"{where}: kind {e['kind']!r} in a family of presets that may use only {kinds}")
-    if e["kind"] == "ours" and not e.get("reason"):
+    if e["kind"] == "ours" and not (e.get("reason") or family_reason):
         problems.append(f"{where}: an [ours] value needs a reason")
     if e["kind"] != "ours" and not e.get("source"):
         problems.append(f"{where}: a {e['kind']} value needs a source")
@@ -82,7 +83,7 @@ def check(presets: dict, table: dict) -> list:
         kinds = set.intersection(*[set(allowed_kinds(p)) for p in spec["presets"]])
         for option in spec["values"]:
             for e in entries(spec["values"], option):
-                problems += entry_problems(fam, option, e, tuple(sorted(kinds)))
+                problems += entry_problems(fam, option, e, tuple(sorted(kinds)), spec.get("reason", ""))
         for preset in spec["presets"]:
             if preset not in presets:
                 problems.append(f"{fam}: preset {preset!r} does not exist")
@@ -113,18 +114,21 @@ def check(presets: dict, table: dict) -> list:
 
 def label(e: dict) -> str:
     if e["kind"] == "ours":
-        return "[ours] " + e["reason"] + (f" ({e['source']})" if e.get("source") else "")
+        reason = e.get("reason", "the family's reason (above)")
+        return "[ours] " + reason + (f" ({e['source']})" if e.get("source") else "")
     return e["source"]
 
 
 def render(presets: dict, table: dict) -> str:
     """The generated part of docs/presets.md: one table per family, a row per option value."""
-    lines = [BEGIN, "", f"Release sources are file:line at {', '.join(f'{k} = {v}' for k, v in table['releases'].items())}.",
-             ""]
+    releases = ", ".join(f"{k} = {v}" for k, v in table["releases"].items())
+    lines = [BEGIN, "", f"Release sources are file:line at {releases}.", ""]
     for fam, spec in table["families"].items():
         held = [p for p in spec["presets"] if p in presets]
-        lines += [f"### {', '.join(f'`{p}`' for p in held)}", "", "| option | value | kind | source |",
-                  "| --- | --- | --- | --- |"]
+        lines += [f"### {', '.join(f'`{p}`' for p in held)}", ""]
+        if spec.get("reason"):
+            lines += [f"[ours]: {spec['reason']}.", ""]
+        lines += ["| option | value | kind | source |", "| --- | --- | --- | --- |"]
         for option in sorted(spec["values"]):
             for e in entries(spec["values"], option):
                 if "pending" in e and not any(option in presets[p] for p in held):
