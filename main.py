@@ -1,9 +1,9 @@
 """Train and evaluate a registered method (CTEN, the MART backbone MBT, MART, ...) on VE-8 / Ekman-6 / the demo set.
 
     python main.py --preset demo                      # CTEN on the built-in demo set
-    python main.py --preset cten_ve8 --root DATA/VE8 --visual-weights r3d101_KM_200ep.pth
-    torchrun --nproc_per_node 2 main.py --preset cten_ve8 --root ...
-    python main.py --preset cten_ve8 --root ... --eval-only --checkpoint runs/cten_ve8/best.pth
+    python main.py --preset cten_ve8_official --root DATA/VE8 --visual-weights r3d101_KM_200ep.pth
+    torchrun --nproc_per_node 2 main.py --preset cten_ve8_official --root ...
+    python main.py --preset cten_ve8_official --root ... --eval-only --checkpoint runs/cten_ve8_official/best.pth
 
 Model selection uses the validation subset carved from training; the test split is evaluated once, with the
 selected checkpoint, on the original video only. A method's options, presets, model and stages (MART: stage1/ then

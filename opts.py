@@ -2,8 +2,8 @@
 (core/methods/).
 
 A preset fills defaults; flags given on the command line override it. The resolved configuration is saved as
-`config.json` in the run directory. Paper-vs-official choices are flags; the paper's form is the default
-(see docs/divergences.md).
+`config.json` in the run directory. Paper-vs-official choices are flags (docs/divergences.md); the whole
+configurations are the `_paper` and `_official` presets, every value with its source in docs/presets.md.
 """
 import argparse
 import json

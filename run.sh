@@ -4,9 +4,11 @@
 #   bash run.sh                 set up .venv, build + preprocess the demo set, train CTEN on it, evaluate
 #   bash run.sh mbt | mart      the same with the MART backbone alone (MBT), or MART stage 1 + 2
 #   bash run.sh test            set up .venv and run the test suite
-#   ROOT=/data/VE8 PRESET=cten_ve8_official bash run.sh cten --visual-weights r3d101_KM_200ep.pth \
-#       --audio-weights resnet18-f37072fd.pth       (non-demo presets refuse to start without their weight files)
-#   GPUS=2 ROOT=... PRESET=cten_ve8_official bash run.sh cten ...   (torchrun, one process per GPU)
+#   ROOT=/data/VE8 bash run.sh cten --visual-weights r3d101_KM_200ep.pth \
+#       --audio-weights resnet18-f37072fd.pth       (preset <mode>_ve8_official, the release's setting; PRESET=
+#                                                    cten_ve8_paper for the paper's; non-demo presets refuse to
+#                                                    start without their weight files)
+#   GPUS=2 ROOT=... PRESET=cten_ek6_official bash run.sh cten ...   (torchrun, one process per GPU)
 #   NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host0 MASTER_PORT=29500 GPUS=8 ROOT=... bash run.sh mart ...
 #                                                             (several machines: run on each with its NODE_RANK)
 #
@@ -65,7 +67,7 @@ case "$MODE" in
       # the demo run is rerun from scratch each time (--overwrite), unless the flags say --resume
       set -- --preset "${PRESET:-${MODE}_demo}" --gt-segments "$DEMO_DIR/key_spans.json" --overwrite "$@"
     else
-      set -- --preset "${PRESET:-${MODE}_ve8}" --root "$ROOT" "$@"
+      set -- --preset "${PRESET:-${MODE}_ve8_official}" --root "$ROOT" "$@"
     fi
     if [ "${NNODES:-1}" -gt 1 ] || [ "${GPUS:-1}" -gt 1 ]; then
       TORCHRUN_ARGS=$(torchrun_args)  # stops here (set -e) when a multi-node variable is missing

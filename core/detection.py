@@ -254,7 +254,7 @@ def baseline_detections(durations: Mapping[str, float], length: float, kind: str
 
 
 def detect_batch(att: Mapping, seg_times, video_ids: Sequence[str], logits, combine: str = "min",
-                 use_class_prob: bool = True, method: str = "threshold", source: str = "auto",
+                 use_class_prob: bool = True, method: str = "oic", source: str = "auto",
                  durations=None, oic: Mapping | None = None,
                  **rule) -> dict[str, list[tuple[float, float, float, int]]]:
     """Detections of a batch, ready for core.metrics.detection_map.

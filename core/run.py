@@ -188,9 +188,19 @@ def train_stages(args, recipe, stages: list, model, data: dict, polarity, ctx, r
             ctx.logger = RunLogger(stage_dir, enabled=ctx.dist.is_main)
         if not (stage.handoff and (stage_dir / "done").is_file()):
             make_method = lambda ema: stage.method(args, StageContext(polarity, data["train"], ema, stage.epochs))  # noqa: E731
+            inherited = None
+            if stage.inherit_optimizer is not None and i > 0:
+                path = run_dir / stages[i - 1].name / "last.pth"
+                previous = ckpt.load_checkpoint(path)
+                if "optimizer_by_name" not in previous:
+                    raise ValueError(f"{path} holds no per-parameter optimiser state (written before "
+                                     f"{stage.name} could start from it); train {stages[i - 1].name} again (a new "
+                                     "--name) or start from a fresh optimiser (e.g. --mart-stage2-start ema)")
+                inherited = stage.inherit_optimizer(previous["optimizer_by_name"])
             best = fit(args, stage.model(model), make_method, data, polarity, ctx, stage_dir, stage.epochs,
                        select=stage.select and args.select == "val",
-                       record=checkpoint_record(args, recipe, data["train"].labels, stage.name))
+                       record=checkpoint_record(args, recipe, data["train"].labels, stage.name), ema=stage.ema,
+                       optimizer_state=inherited)
         if stage.handoff:
             selected = ckpt.load_checkpoint(stage_dir / "best.pth")
             stage.handoff(model, selected["model"], stage_dir / "best.pth")

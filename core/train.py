@@ -44,19 +44,39 @@ class Progress:
         self.history = self.history or []
 
 
-def prepare(args, model, ctx: TrainContext, epochs: int):
-    """The optimiser over exactly the trainable parameters, its schedule, and the context's EMA and AMP scaler."""
+def prepare(args, model, ctx: TrainContext, epochs: int, ema: bool = True):
+    """The optimiser over exactly the trainable parameters, its schedule, and the context's EMA (when --ema-decay is
+    set and `ema`) and AMP scaler."""
     optimizer = build_optimizer(args, [p for p in model.parameters() if p.requires_grad])
     scheduler = build_scheduler(args, optimizer, epochs)
-    ctx.ema = ModelEMA(model, args.ema_decay, args.ema_warmup) if args.ema_decay > 0 else None
+    ctx.ema = ModelEMA(model, args.ema_decay, args.ema_warmup) if (args.ema_decay > 0 and ema) else None
     ctx.scaler = torch.amp.GradScaler("cuda") if (args.amp == "fp16" and ctx.device.type == "cuda") else None
     ctx.global_step = 0
     return optimizer, scheduler
 
 
+def named_optimizer_state(model, optimizer) -> dict:
+    """{parameter name: the optimiser's state of that parameter} over the model's parameters it holds state for."""
+    return {name: optimizer.state[p] for name, p in model.named_parameters() if p in optimizer.state}
+
+
+def load_named_optimizer_state(model, optimizer, states: dict) -> int:
+    """Sets the optimiser's state of each model parameter named in `states` (copied onto its device); the number
+    set."""
+    n = 0
+    for name, p in model.named_parameters():
+        if p.requires_grad and name in states:
+            # moments onto the parameter's device; Adam's 0-d 'step' stays where Adam keeps it (the CPU)
+            optimizer.state[p] = {k: (v.detach().clone().to(p.device) if v.dim() else v.clone())
+                                  if torch.is_tensor(v) else v for k, v in states[name].items()}
+            n += 1
+    return n
+
+
 def save_last(path: Path, model, optimizer, scheduler, ctx: TrainContext, epoch: int, progress: Progress,
               record: dict) -> None:
     ckpt.save_checkpoint(path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                         optimizer_by_name=named_optimizer_state(model, optimizer),
                          scheduler=scheduler.state_dict(), ema=ctx.ema.state_dict() if ctx.ema else None,
                          scaler=ctx.scaler.state_dict() if ctx.scaler else None, epoch=epoch, best=progress.best,
                          history=progress.history,
@@ -116,15 +136,17 @@ def validate(model, method, loader, ctx: TrainContext, labels, polarity, epoch: 
 
 
 def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_dir: Path, epochs: int,
-        select: bool = True, record: dict = None) -> dict:
+        select: bool = True, record: dict = None, ema: bool = True, optimizer_state: dict = None) -> dict:
     """Trains `model` for `epochs` with the Method that make_method(ema) returns, resuming from run_dir/last.pth
-    with --resume. Writes last.pth every epoch and best.pth: the best on the validation subset (select and a
+    with --resume; `ema`: keep an EMA copy when --ema-decay is set; `optimizer_state`: {parameter name: state} the
+    optimiser starts from (a previous stage's; not on --resume, which restores this stage's own).
+    Writes last.pth every epoch and best.pth: the best on the validation subset (select and a
     validation subset exists) or the last epoch. `record`: what every checkpoint stores besides the training state
     (config, architecture, labels, stage). Returns {'acc', 'epoch'} of the selected model and 'history'."""
     dist, device, logger = ctx.dist, ctx.device, ctx.logger
     labels = data["train"].labels
     model = model.to(device)
-    optimizer, scheduler = prepare(args, model, ctx, epochs)
+    optimizer, scheduler = prepare(args, model, ctx, epochs, ema=ema)
     method = make_method(ctx.ema)
     train_model = model
     if dist.enabled:
@@ -134,6 +156,9 @@ def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_d
     progress = Progress()
     if args.resume and last_path.is_file():
         progress = resume(last_path, model, optimizer, scheduler, ctx)
+    elif optimizer_state:
+        n = load_named_optimizer_state(model, optimizer, optimizer_state)
+        logger.print(f"optimiser state of {n} parameters carried over from the previous stage")
 
     val_loader = make_loader(data["val"], args, dist, train=False) if (select and data["val"] is not None) else None
     for epoch in range(progress.start_epoch, epochs):

@@ -33,6 +33,8 @@ class MBT(nn.Module):
     freeze_audio_early: official-code behaviour: the AST's embedding and its blocks before
         `fusion_layer` run under torch.no_grad() and are frozen (requires_grad False). Off by
         default (the paper trains the whole network).
+    ast_early_fp16: the AST's embedding and blocks before `fusion_layer` under fp16 autocast when the input is
+        on CUDA (the MART release's AST `forward_fea`); nothing changes on CPU.
     pool: 'cls' (the spec: CLS / CLS + distillation tokens) or 'mean' (mean of the patch tokens).
     head_init_scale: the heads' weights are drawn trunc_normal(0.02) and multiplied by it, biases zero
         (VideoMAE's fine-tuning head init, whose scale is 0.001); None keeps nn.Linear's default init.
@@ -41,6 +43,7 @@ class MBT(nn.Module):
     def __init__(self, n_classes: int, video: VideoViTConfig = VideoViTConfig(), audio: ASTConfig = ASTConfig(),
                  n_bottleneck: int = 32, fusion_layer: int = 8, drop_path: float = 0.0,
                  grad_checkpointing: bool = False, freeze_audio_early: bool = False, pool: str = "cls",
+                 ast_early_fp16: bool = False,
                  head_init_scale: Optional[float] = None):
         super().__init__()
         if pool not in POOLS:
@@ -52,7 +55,7 @@ class MBT(nn.Module):
             raise ValueError(f"fusion_layer must be in [0, {video.depth}], got {fusion_layer}")
         self.fusion_layer, self.pool = fusion_layer, pool
         self.grad_checkpointing = grad_checkpointing
-        self.freeze_audio_early = freeze_audio_early
+        self.freeze_audio_early, self.ast_early_fp16 = freeze_audio_early, ast_early_fp16
         self.video = VideoViT(video, drop_path)
         self.audio = AST(audio, drop_path)
         self.bottleneck = nn.Parameter(torch.zeros(1, n_bottleneck, video.dim))
@@ -111,11 +114,12 @@ class MBT(nn.Module):
             raise ValueError(f"video has (B, T) = {(B, T)} but audio {tuple(audio.shape[:2])}")
         mask = None if video_mask is None else video_mask.flatten(0, 1)
         xv = self.video.embed(video.flatten(0, 1), mask)  # (BT, 1 + N, D)
-        if self.freeze_audio_early:
-            with torch.no_grad():
-                xa = self._audio_early(audio.flatten(0, 1))  # (BT, 2 + Na, D)
-        else:
-            xa = self._audio_early(audio.flatten(0, 1))
+        fp16 = self.ast_early_fp16 and audio.is_cuda
+        with torch.autocast("cuda", dtype=torch.float16, enabled=fp16), torch.set_grad_enabled(
+                torch.is_grad_enabled() and not self.freeze_audio_early):
+            xa = self._audio_early(audio.flatten(0, 1))  # (BT, 2 + Na, D)
+        if fp16:
+            xa = xa.to(xv.dtype)  # the fused blocks run at the precision of the rest
         depth = len(self.video.blocks)
         attn = None
         for i in range(self.fusion_layer):

@@ -103,7 +103,7 @@ def test_detect_batch_feeds_detection_map():
     att_a = torch.tensor([[0.0, 0.2, 1.0, 0.8], [0.8, 1.0, 0.1, 0.0]])
     times = torch.tensor(_times(4), dtype=torch.float32).expand(2, 4, 2)
     logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
-    dets = detect_batch({"att_v": att_v, "att_a": att_a}, times, ["a", "b"], logits)
+    dets = detect_batch({"att_v": att_v, "att_a": att_a}, times, ["a", "b"], logits, method="threshold")
     assert list(dets) == ["a", "b"]
     # a: min of normalised curves [0, .1, .9, .8], re-normalised [0, 1/9, 1, 8/9] -> segments 2-3
     (s, e, score, cls), = dets["a"]
@@ -114,7 +114,8 @@ def test_detect_batch_feeds_detection_map():
     assert dets["b"] == [(0.0, 4.0, pytest.approx(0.5 * (8 / 9 + 1.0) / 2), 0)]
     out = detection_map(dets, {"a": [[4.0, 8.0]], "b": [[0.0, 4.0]]})
     assert out["mAP_avg"] == pytest.approx(1.0)
-    plain = detect_batch({"att_v": att_v}, times, ["a", "b"], logits, combine="visual", use_class_prob=False)
+    plain = detect_batch({"att_v": att_v}, times, ["a", "b"], logits, combine="visual", use_class_prob=False,
+                         method="threshold")
     assert plain["b"][0][2] == pytest.approx(0.95)
     with pytest.raises(ValueError, match=r"\(B, C\) with B = 3"):
         detect_batch({"att_v": att_v}, times, ["a", "b", "c"], logits)

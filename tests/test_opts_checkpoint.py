@@ -14,7 +14,7 @@ def test_preset_fills_defaults_and_flags_override():
     args = opts.parse_args(["--preset", "demo", "--lr", "0.5"])
     assert args.preset == "cten_demo" and args.visual_depth == 10 and args.lr == 0.5
     assert args.annotation.endswith("ve8.json") and args.eval_seq_len == args.seq_len
-    args = opts.parse_args(["--preset", "cten_ek6", "--root", "X"])
+    args = opts.parse_args(["--preset", "cten_ek6_official", "--root", "X"])
     assert args.annotation == "X/ek6.json" and args.optimizer == "adam" and args.seq_len == 16
 
 

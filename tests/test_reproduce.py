@@ -38,20 +38,25 @@ def test_paper_and_official_presets_are_whole_configurations():
     assert (paper.optimizer, paper.seq_len, paper.audio_arch, paper.audio_features) == ("sgd", 10, "resnet50", "mfcc")
     assert (paper.temporal_attention, paper.nonlocal_init, paper.erase_rule, paper.erase_audio,
             paper.loss_reduction) == ("paper", "identity", "paper", True, "sum")
+    assert (paper.inter_direction, paper.det_source, paper.amp) == ("paper", "attention", "none")  # Eq. 5, Sec. 4.5
     official = parse("--preset", "cten_ek6_official")
     assert (official.optimizer, official.lr, official.seq_len, official.audio_arch, official.audio_features) == (
         "adam", 2e-4, 16, "resnet18", "fbank")
     assert (official.temporal_attention, official.nonlocal_init, official.erase_rule, official.erase_audio,
             official.loss_reduction, official.annotation_name) == ("joint", "official", "official", False, "mean",
                                                                    "ek6.json")
+    assert (official.view_passes, official.amp, official.inter_direction) == ("separate", "none", "official")
     for name in ("mbt_ve8_official", "mart_ek6_official"):
         a = parse("--preset", name)
         assert a.batch_size * a.accum_steps == 36 and a.freeze_audio_early and a.video_scaling == "official"
         assert (a.val_fraction, a.select, a.ema_decay, a.seed) == (0.0, "last", 0.999, 3407)
+        assert (a.amp, a.ast_early_fp16) == ("none", True)
+    assert parse("--preset", "mart_ve8_official").mart_stage2_start == "student"
     # the papers' protocol: the whole training split, the last epoch
     assert all((parse("--preset", n).val_fraction, parse("--preset", n).select) == (0.0, "last")
                for n in ("cten_ve8_paper", "cten_ve8_official"))
-    assert parse("--preset", "cten_ve8").select == "val"  # the earlier presets keep their meaning
+    # the earlier hybrids (the release's optimiser with our architecture choices) are gone
+    assert not {"cten_ve8", "cten_ek6", "mbt_ve8", "mbt_ek6", "mart_ve8", "mart_ek6"} & set(methods.presets())
 
 
 def test_a_preset_flag_still_overrides_it():
@@ -68,19 +73,8 @@ def test_unknown_preset_and_val_fraction_zero_with_select_val_stop(capsys):
     assert parse("--val-fraction", "0", "--select", "last").select == "last"
 
 
-def test_docs_table_lists_every_preset_value_with_a_source():
-    from tools.preset_table import preset_rows, render
-    rows = preset_rows()
-    own = {n for n, v in methods.presets().items() if type(methods.get(v["method"])).__module__.startswith("core.")}
-    assert {r[0] for r in rows} == own and len(own) >= 18
-    assert all(source for *_, source in rows)
-    from pathlib import Path
-    table = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
-    assert render(rows) in table, "docs/presets.md is stale: python tools/preset_table.py --write"
-
-
 @pytest.mark.parametrize("preset,flags", [
-    ("cten_ve8", ["--visual-weights", "--audio-weights"]),
+    ("cten_ve8_official", ["--visual-weights", "--audio-weights"]),
     ("mbt_ek6_official", ["--videomae-weights", "--ast-weights"]),
     ("mart_ve8_official", ["--videomae-weights", "--ast-weights", "--text-model"]),
 ])
@@ -98,7 +92,7 @@ def test_a_non_demo_preset_names_every_missing_weight(preset, flags):
 
 def test_run_refuses_before_writing_anything(tiny_root, tmp_path, capsys):
     root, ann = tiny_root
-    argv = ["--preset", "mbt_ve8", "--root", str(root), "--annotation", str(ann), "--output", str(tmp_path),
+    argv = ["--preset", "mbt_ve8_official", "--root", str(root), "--annotation", str(ann), "--output", str(tmp_path),
             "--name", "x", *MBT_TINY, *QUICK]
     assert run_main(argv) == 2
     assert "--videomae-weights FILE" in capsys.readouterr().err and not (tmp_path / "x").exists()
@@ -170,10 +164,10 @@ def _argv_of(args):
 def test_results_and_config_record_weights_and_protocol(tiny_root, tmp_path):
     root, ann = tiny_root
     recipe = methods.get("mbt")
-    tiny = parse("--preset", "mbt_ve8", *MBT_TINY)
+    tiny = parse("--preset", "mbt_ve8_official", *MBT_TINY)
     videomae = tmp_path / "videomae.pth"
     torch.save({"model": recipe.build_model(recipe.arch_of(tiny), 2).video.state_dict()}, videomae)
-    argv = ["--preset", "mbt_ve8", "--root", str(root), "--annotation", str(ann), "--output", str(tmp_path),
+    argv = ["--preset", "mbt_ve8_official", "--root", str(root), "--annotation", str(ann), "--output", str(tmp_path),
             "--name", "run", *MBT_TINY, *QUICK, "--videomae-weights", str(videomae), "--allow-random-init",
             "--val-fraction", "0", "--select", "last"]
     assert run_main(argv) == 0
@@ -185,7 +179,7 @@ def test_results_and_config_record_weights_and_protocol(tiny_root, tmp_path):
     assert w["initialised"] == [] and w["kept"] > 0
     protocol = result["protocol"]
     assert protocol["counts"] == {"train": 6, "val": 0, "test": 2} and protocol["select"] == "last"
-    assert "whole training split" in protocol["selection"] and result["preset"] == "mbt_ve8"
+    assert "whole training split" in protocol["selection"] and result["preset"] == "mbt_ve8_official"
     assert result["selected_epoch"] == 0
     # --eval-only records the evaluated checkpoint, then the files its run started from
     best = tmp_path / "run" / "best.pth"

@@ -2,8 +2,8 @@
 three ways to train, and the one-off extraction.
 
     python tools/bench_cten.py --out runs/bench_demo -- --preset cten_demo
-    python tools/bench_cten.py --devices cuda --out runs/bench_ve8 -- --preset cten_ve8 --root DATA/VE8 \\
-        --visual-weights r3d101_KM_200ep.pth --workers 16
+    python tools/bench_cten.py --devices cuda --out runs/bench_ve8 -- --preset cten_ve8_paper --root DATA/VE8 \\
+        --visual-weights resnet-101-kinetics.pth --workers 16
 
 Everything after `--` is main.py's flags: the configuration, data and builders are main.py's own (opts.parse_args, the cten
 recipe, core/data.py, core/train.py `build_optimizer`, core.engine.train_one_epoch), so the

@@ -1,8 +1,8 @@
 """Run CTEN's frozen visual backbone once over every video of an annotation file and cache the features.
 
     python tools/extract_features.py --preset cten_demo --out data/demo/cache
-    python tools/extract_features.py --preset cten_ve8 --root DATA/VE8 --out cache/ve8_r101km \\
-        --visual-weights r3d101_KM_200ep.pth --amp bf16
+    python tools/extract_features.py --preset cten_ve8_paper --root DATA/VE8 --out cache/ve8_r101k400 \\
+        --visual-weights resnet-101-kinetics.pth --amp bf16
 
 Every option of main.py is accepted (the preset, data root, annotation file and backbone flags are the ones a
 training run names, so the cache fits it); the extraction's own options are in the last group of --help.

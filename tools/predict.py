@@ -1,7 +1,7 @@
 """Predict the emotion of one video file and find its emotional segments, with a checkpoint written by main.py.
 
     python tools/predict.py VIDEO --checkpoint runs/cten_demo [--out DIR] [--top 3]
-    python tools/predict.py clip.mkv --checkpoint runs/mart_ve8/stage2/best.pth --srt clip.srt --device cuda
+    python tools/predict.py clip.mkv --checkpoint runs/mart_ve8_official/stage2/best.pth --srt clip.srt --device cuda
     python tools/predict.py joy_3.mp4 --checkpoint runs/cten_demo --label Joy --gt-spans data/demo/key_spans.json
 
 The video is decoded in memory with PyAV (nothing but the outputs is written) into the inputs the evaluation

@@ -1,9 +1,9 @@
 """The papers' multi-split protocol: train and test main.py on N train:test splits, report mean and std.
 
     python tools/run_splits.py --annotation DATA/VE8/ve8.json --n 10 --out runs/ve8_10splits \\
-        -- --preset cten_ve8 --root DATA/VE8 --visual-weights r3d101_KM_200ep.pth --audio-weights resnet18-f37072fd.pth
+        -- --preset cten_ve8_official --root DATA/VE8 --visual-weights r3d101_KM_200ep.pth --audio-weights resnet18-f37072fd.pth
     python tools/run_splits.py --annotation DATA/EK6/ek6.json --n 10 --out runs/ek6_10splits \\
-        -- --preset cten_ek6 --root DATA/EK6
+        -- --preset cten_ek6_official --root DATA/EK6
 
 Everything after `--` goes to main.py unchanged; this tool adds `--annotation <split file> --output OUT/runs
 --name splitNN` per split (so those three may not be passed through). Split 1 is the given annotation (the released

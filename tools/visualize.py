@@ -1,7 +1,7 @@
 """Draw the timelines and the confusion matrix of a finished run from its saved predictions.
 
     python tools/visualize.py --run runs/cten_demo [--gt data/demo/key_spans.json] [--n 8] [--out DIR]
-    python tools/visualize.py --run runs/mart_ve8 --root /data/VE8 --videos 1234_abcd 5678_efgh
+    python tools/visualize.py --run runs/mart_ve8_official --root /data/VE8 --videos 1234_abcd 5678_efgh
 
 Reads RUN/predictions.json (per test video: probabilities, attention curves, detected segments) and
 RUN/results.json (confusion matrix, class names), both written by main.py. A MART run keeps them in RUN/stage2/,

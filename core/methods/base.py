@@ -44,7 +44,11 @@ class Stage:
     model(base) -> the module this stage trains around the recipe's model `base` (default: base itself);
     method(args, ctx) -> the stage's `Method`;
     handoff(base, state, path): puts this stage's selected weights (`state`, a state_dict of the stage's module)
-    into `base` before the next stage (default: a strict load)."""
+    into `base` before the next stage (default: a strict load);
+    ema: the stage keeps an EMA copy when --ema-decay is set (False: never, whatever the option);
+    inherit_optimizer(states) -> states: this stage's optimiser starts from the previous stage's per-parameter
+    state ({parameter name: state} of its last epoch, mapped onto this stage's parameter names); None: a fresh
+    optimiser."""
     name: str
     epochs: int
     method: Callable[[argparse.Namespace, StageContext], Method]
@@ -52,6 +56,8 @@ class Stage:
     text: bool = False
     model: Callable[[torch.nn.Module], torch.nn.Module] = lambda base: base
     handoff: Optional[Callable[[torch.nn.Module, dict, Path], None]] = None
+    ema: bool = True
+    inherit_optimizer: Optional[Callable[[dict], dict]] = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ Per iteration (paper Eqs. 8-12):
      what the network sees). Audio is erased alike: each view segment takes the 1-s window of the original
      segment its snippet comes from (`--no-erase-audio`: the official release never erases audio).
   4. L = CE(x_o) + CE(x_k) + CE(x_l) (Eq. 12; `mean` is the official code's reduction).
-The two views go through the heads as one batch of 2B. Only x_o is used at inference.
+The two views go through the heads as one batch of 2B (`--view-passes stacked`, [ours]: one pass) or as two
+forward passes of B (`separate`, the release's train.py:30,32: every BatchNorm of the heads sees each view's own
+batch statistics). Only x_o is used at inference.
 """
 import argparse
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from datasets.frames import erased_view_frames
 from models.cten import CTEN
 from models.erasing import ERASE_RULES, erasing_masks, reuse_view, view_stats
 from models.pretrained import load_resnet3d, load_torchvision_resnet
+
+VIEW_PASSES = ("stacked", "separate")
 
 
 def source_segments(frame_indices: torch.Tensor, seg_bounds: torch.Tensor, keep: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -49,11 +53,15 @@ class CTENMethod:
 
     def __init__(self, criterion: Callable, erase: bool = True, theta: float = 0.7, rule: str = "joint",
                  views: str = "resample", reduction: str = "sum", erase_audio: bool = True,
-                 read_frames: Optional[Callable] = None, grid_lookup: Optional[Callable] = None):
+                 read_frames: Optional[Callable] = None, grid_lookup: Optional[Callable] = None,
+                 view_passes: str = "stacked"):
         """read_frames(index, frame_indices (T, L), aug) -> uint8 (T, 3, L, S, S): the training dataset's reader.
         grid_lookup(batch, b, frame_indices (T, L)) -> (T, D): features of new snippets from a feature cache."""
         if views not in ("resample", "reuse"):
             raise ValueError(f"erase views {views!r} is not 'resample' or 'reuse'")
+        if view_passes not in VIEW_PASSES:
+            raise ValueError(f"view passes {view_passes!r} is not one of {VIEW_PASSES}")
+        self.view_passes = view_passes
         self.criterion, self.erase, self.theta, self.rule = criterion, erase, theta, rule
         self.views, self.reduction, self.erase_audio = views, reduction, erase_audio
         self.read_frames, self.grid_lookup = read_frames, grid_lookup
@@ -79,9 +87,7 @@ class CTENMethod:
         keyframes, context = erasing_masks(atts, self.theta, self.rule)  # Eq. 9
         fv_k, a_k = self._view(net, batch, fv, audio, keyframes)
         fv_l, a_l = self._view(net, batch, fv, audio, context)
-        cat = lambda x, y: None if x is None else torch.cat([x, y])
-        out_v = net(visual_feats=cat(fv_k, fv_l), audio=cat(a_k, a_l))  # DDP syncs all grads on the one backward
-        logits_k, logits_l = out_v["logits"].chunk(2)
+        logits_k, logits_l = self._view_logits(net, (fv_k, a_k), (fv_l, a_l))
         loss_k, loss_l = self.criterion(logits_k, labels), self.criterion(logits_l, labels)
         loss = loss_o + loss_k + loss_l  # Eq. 12
         if self.reduction == "mean":
@@ -89,6 +95,15 @@ class CTENMethod:
         logs.update(loss_k=loss_k.item(), loss_l=loss_l.item(), acc_k=_acc(logits_k, labels),
                     acc_l=_acc(logits_l, labels), **view_stats(keyframes, context))
         return loss, logs
+
+    def _view_logits(self, net, view_k: tuple, view_l: tuple) -> tuple:
+        """Logits (B, C) of the keyframe and context views, each given as (visual feats (B, T, D), audio); through
+        the unwrapped net (DDP syncs every gradient on the one backward of the loss)."""
+        if self.view_passes == "separate":
+            return tuple(net(visual_feats=fv, audio=a)["logits"] for fv, a in (view_k, view_l))
+        cat = lambda x, y: None if x is None else torch.cat([x, y])  # noqa: E731
+        out = net(visual_feats=cat(view_k[0], view_l[0]), audio=cat(view_k[1], view_l[1]))  # one batch of 2B
+        return out["logits"].chunk(2)
 
     def _view(self, net, batch, fv, audio, keep):
         """Visual features (B, T, D) and audio (B, T, F, M) of the view made of the segments in `keep` (B, T);
@@ -150,24 +165,29 @@ class CTENArch:
     visual_bn: str = "eval"
 
 
-# Official CTEN settings (Adam 2e-4, wd 5e-4, batch 32, 100 epochs, T = 16 segments of 16 frames at 112 px).
-_OFFICIAL = dict(optimizer="adam", lr=2e-4, weight_decay=5e-4, batch_size=32, epochs=100, seq_len=16,
-                 snippet_duration=16, sample_size=112, visual_depth=101, visual_input="kinetics_moments",
-                 audio_arch="resnet18", loss="ce")
-# The two whole configurations (docs/presets.md gives each value's source). Both train on the whole training split
-# and test the last epoch (--val-fraction 0 --select last), the papers' protocol.
+# The two whole configurations; docs/preset_sources.json gives each value's source (paper section or release
+# file:line) and tools/preset_table.py --check holds every value to it. Both train on the whole training split and
+# test the last epoch (--val-fraction 0 --select last), the papers' protocol, in fp32 (--amp none; neither the paper
+# nor the release uses mixed precision; --amp bf16 is one flag away).
 PROTOCOL_PAPER = dict(val_fraction=0.0, select="last")
-# The paper (spec/cten.md): SGD, T = 10, ResNet-50 audio on MFCC, the paper's attention, non-local block, keyframe
-# rule, audio erasing and summed loss; lr/wd/batch/epochs are the release's (the paper gives none).
-PAPER = dict(_OFFICIAL, **PROTOCOL_PAPER, optimizer="sgd", momentum=0.9, seq_len=10, visual_input="kinetics400",
+_SHARED = dict(PROTOCOL_PAPER, lr=2e-4, batch_size=32, epochs=100, snippet_duration=16, sample_size=112,
+               visual_depth=101, loss="ce", amp="none", view_passes="separate", det_method="oic")
+# The paper (Sec. 3-4.2): SGD lr 2e-4, batch 32, T = 10, ResNet-50 audio on MFCC, the per-modality attention (Eq. 7),
+# Eq. 5's direction, the identity non-local block, the keyframe rule of Eq. 9, both modalities erased, the summed
+# loss (Eq. 12), detection read from the temporal attention (Sec. 4.5). Weight decay and epochs are the release's
+# (the paper gives none).
+PAPER = dict(_SHARED, optimizer="sgd", momentum=0.9, weight_decay=5e-4, seq_len=10, visual_input="kinetics400",
              audio_arch="resnet50", audio_first_conv="imagenet", audio_features="mfcc", temporal_attention="paper",
-             nonlocal_init="identity", erase_rule="paper", erase_audio=True, loss_reduction="sum")
-# The release: Adam, T = 16, ResNet-18 audio on fbank, joint attention, its non-local init, erasing rule (audio not
-# erased) and mean loss.
-OFFICIAL = dict(_OFFICIAL, **PROTOCOL_PAPER, visual_input="official", visual_bn="train", audio_first_conv="official",
-                audio_features="fbank",
-                temporal_attention="joint", nonlocal_init="official", erase_rule="official", erase_audio=False,
-                loss_reduction="mean")
+             inter_direction="paper", nonlocal_init="identity", erase_rule="paper", erase_audio=True,
+             loss_reduction="sum", det_source="attention")
+# The release (opts.py, train.py, models/vaanet_erase.py): Adam, T = 16, ResNet-18 audio on fbank, the joint
+# attention, its non-local init and inter-modal direction, its erasing rule (audio not erased), the two erased
+# views as separate forward passes, the mean loss. The release has no detection code: the classifier read per
+# segment (cas) is ours.
+OFFICIAL = dict(_SHARED, optimizer="adam", weight_decay=5e-4, seq_len=16, visual_input="official", visual_bn="train",
+                audio_arch="resnet18", audio_first_conv="official", audio_features="fbank",
+                temporal_attention="joint", inter_direction="official", nonlocal_init="official",
+                erase_rule="official", erase_audio=False, loss_reduction="mean", det_source="cas")
 # The demo: tiny models that train on the built-in demo set in minutes on 2 CPU cores, on all 56 training videos with
 # a cosine-decayed lr and the last epoch tested (the best of 8 validation videos picked epochs by chance: README).
 DEMO_DATA = dict(root="data/demo/data", seq_len=6, snippet_duration=8, sample_size=64, workers=2)
@@ -194,13 +214,11 @@ class CTENRecipe(Recipe):
         "cten_demo": dict(DEMO_DATA, visual_depth=10, visual_input="kinetics400", audio_arch="resnet10",
                           audio_first_conv="imagenet", optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8,
                           epochs=10, loss="ce", lr_schedule="cosine", val_fraction=0.0, select="last"),
-        "cten_ve8": dict(_OFFICIAL, annotation_name="ve8.json"),
-        "cten_ek6": dict(_OFFICIAL, annotation_name="ek6.json"),
         "cten_ve8_paper": dict(PAPER, annotation_name="ve8.json"),
         "cten_ek6_paper": dict(PAPER, annotation_name="ek6.json"),
-        # CAER (Table 1): the paper's setting; CAER's own validation clips join training (tools/caer_lists.py) and
-        # a validation subset of the same share (1/8 of train + val) is carved for selection [ours]
-        "cten_caer_paper": dict(PAPER, annotation_name="caer.json", val_fraction=0.125, select="val"),
+        # CAER (Table 1): the paper's setting and protocol; CAER's own validation clips join training
+        # (tools/caer_lists.py), the last epoch is tested
+        "cten_caer_paper": dict(PAPER, annotation_name="caer.json"),
         "cten_ve8_official": dict(OFFICIAL, annotation_name="ve8.json"),
         "cten_ek6_official": dict(OFFICIAL, annotation_name="ek6.json"),
     }
@@ -249,6 +267,9 @@ class CTENRecipe(Recipe):
         g.add_argument("--erase-views", choices=["resample", "reuse"], default="resample",
                        help="resample: TSN over the kept frames, new snippets through the backbone (faithful); "
                             "reuse: the original pass's segment features re-indexed (faster, not the paper)")
+        g.add_argument("--view-passes", choices=VIEW_PASSES, default="stacked",
+                       help="the keyframe and context views through the heads: stacked, one batch of 2B (faster, "
+                            "[ours]); separate, two forward passes as the release (BatchNorm statistics per view)")
         g.add_argument("--loss-reduction", choices=["sum", "mean"], default="sum",
                        help="sum of the three view losses (paper Eq. 12) or their mean (official)")
         g.add_argument("--cache-train-crop", choices=["aug", "random"], default="aug",
@@ -316,7 +337,7 @@ class CTENRecipe(Recipe):
                           theta=args.theta, rule=args.erase_rule, views=args.erase_views,
                           reduction=args.loss_reduction, erase_audio=args.erase_audio,
                           read_frames=sc.train_data.read_frames if sc.train_data is not None else None,
-                          grid_lookup=grid_lookup if args.feature_cache else None)
+                          grid_lookup=grid_lookup if args.feature_cache else None, view_passes=args.view_passes)
 
     def upgrade_state(self, model_state: dict, fmt: int, arch: dict) -> dict:
         """Format 1 concatenated the streams [audio, visual]; today's order is the release's [visual, audio]: the

@@ -37,6 +37,13 @@ from models.text import TextEncoder, bundled_text_model_path
 
 
 MASKINGS = ("attention", "random")
+STAGE2_STARTS = ("ema", "student")
+
+
+def stage2_optimizer_state(stage1: dict) -> dict:
+    """Stage 1's per-parameter optimiser state ({name: state} of the MART module) on the MBT's names: the backbone's
+    `mbt.` entries; the decoder's, the text parts' and the complementary module's are dropped."""
+    return {k[len("mbt."):]: v for k, v in stage1.items() if k.startswith("mbt.")}
 
 # ---------------------------------------------------------------------------------- cues and targets [ours]
 
@@ -277,10 +284,10 @@ class MARTRecipe(MBTRecipe):
     arch = MARTArch
     presets = {"mart_demo": dict(DEMO, decoder_width=64, decoder_depth=2, decoder_heads=4, comp_heads=4,
                                  text_max_len=32, stage1_epochs=6, epochs=40, val_fraction=0.0, select="last"),
-               "mart_ve8": dict(OFFICIAL, stage1_epochs=100, annotation_name="ve8.json"),
-               "mart_ek6": dict(OFFICIAL, stage1_epochs=100, annotation_name="ek6.json"),
-               "mart_ve8_official": dict(OFFICIAL_RELEASE, stage1_epochs=100, annotation_name="ve8.json"),
-               "mart_ek6_official": dict(OFFICIAL_RELEASE, stage1_epochs=100, annotation_name="ek6.json")}
+               "mart_ve8_official": dict(OFFICIAL_RELEASE, stage1_epochs=100, mart_stage2_start="student",
+                                         annotation_name="ve8.json"),
+               "mart_ek6_official": dict(OFFICIAL_RELEASE, stage1_epochs=100, mart_stage2_start="student",
+                                         annotation_name="ek6.json")}
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         add_backbone_options(parser)
@@ -288,6 +295,10 @@ class MARTRecipe(MBTRecipe):
         g = parser.add_argument_group("MART stage 1 (docs/mart_stage1.md; [ours] marks our design where the paper "
                                       "is unavailable)")
         g.add_argument("--stage1-epochs", type=int, default=100, help="masked affective representation learning epochs")
+        g.add_argument("--mart-stage2-start", choices=STAGE2_STARTS, default="ema",
+                       help="ema: stage 1 keeps an EMA teacher (with --ema-decay) and stage 2 starts from it with a "
+                            "fresh optimiser; student: as the release (main.py:38-78), stage 1 updates no EMA (the "
+                            "student guides itself) and stage 2 goes on from the student with stage 1's Adam state")
         g.add_argument("--mart-lambda", type=float, default=0.9, help="weight of the CLS attention vs text attention")
         g.add_argument("--mart-hint-ratio", type=float, default=0.1, help="share of masked tokens revealed as hints")
         g.add_argument("--mart-hint-pool", type=float, default=0.1, help="hints come from this top share of attention")
@@ -339,9 +350,11 @@ class MARTRecipe(MBTRecipe):
                            "bundled": not args.text_model}]
 
     def stages(self, args) -> list:
+        student = args.mart_stage2_start == "student"
         return [Stage("stage1", args.stage1_epochs, method=self.stage1_step, select=False, text=True,
-                      model=lambda mbt: self.stage1_model(args, mbt), handoff=self.handoff),
-                Stage("stage2", args.epochs, method=self.step, model=supervised_model)]
+                      model=lambda mbt: self.stage1_model(args, mbt), handoff=self.handoff, ema=not student),
+                Stage("stage2", args.epochs, method=self.step, model=supervised_model,
+                      inherit_optimizer=stage2_optimizer_state if student else None)]
 
     def stage1_model(self, args, mbt):
         """MART's stage-1 model around `mbt` itself (decoder, complementary learning, text encoder): stage 1 trains
@@ -358,7 +371,8 @@ class MARTRecipe(MBTRecipe):
 
     @staticmethod
     def handoff(mbt, state: dict, path) -> None:
-        """Stage 2 starts from the selected stage-1 backbone (the EMA copy when --ema-decay is set)."""
+        """Stage 2 starts from the selected stage-1 backbone (the EMA copy when stage 1 keeps one, else the
+        student)."""
         load_model_state(mbt, mbt_state_from_mart(state, path), path)
 
     def stage1_step(self, args, sc: StageContext) -> MARTMethod:

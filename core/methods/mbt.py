@@ -72,6 +72,7 @@ class MBTArch:
     ast_patch_freq: Optional[int]
     ast_input_mean: float
     ast_input_std: float
+    ast_early_fp16: bool = False
 
 
 # Official MART/MBT settings (Adam 1e-4, wd 1e-3, T = 12 in training and 16 in evaluation, seed 3407).
@@ -81,8 +82,10 @@ OFFICIAL = dict(optimizer="adam", lr=1e-4, weight_decay=1e-3, batch_size=4, epoc
 # 1 x 36: the same mean gradient for this LayerNorm-only network, and 36 videos per optimiser and EMA step), the AST
 # frozen before the fusion layer, the release's x/255 - 100/255 video scaling, the whole training split and the last
 # epoch (the release selects on the test split, which is not reproduced).
+# Precision: fp32 (--amp none) except the AST's embedding and blocks before the fusion, which the release runs under
+# fp16 autocast on CUDA (--ast-early-fp16; models/ast/ast_models.py:193,210 of the MART release).
 OFFICIAL_RELEASE = dict(OFFICIAL, batch_size=4, accum_steps=9, freeze_audio_early=True, video_scaling="official",
-                        val_fraction=0.0, select="last")
+                        val_fraction=0.0, select="last", amp="none", ast_early_fp16=True)
 # A tiny MBT for the demo set (2 CPU cores).
 # (docs/mbt_demo.md): whole-spectrum audio tokens re-normalised to the demo's fbank statistics (mean 0.307, std
 # 2 x 0.285, AST's convention), mean-pooled heads, lr 1e-3 with cosine decay.
@@ -108,6 +111,9 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-checkpointing", action=B, default=False)
     g.add_argument("--freeze-audio-early", action=B, default=False,
                    help="official MART: the AST's embedding and blocks before the fusion layer stay frozen")
+    g.add_argument("--ast-early-fp16", action=B, default=False,
+                   help="the AST's embedding and blocks before the fusion layer under fp16 autocast on CUDA, the "
+                        "rest as --amp says (the MART release); no effect on CPU")
     g.add_argument("--video-scaling", choices=["imagenet", "official"], default="imagenet",
                    help="pixel scaling into the ViT: VideoMAE's ImageNet mean/std, or the official x/255 - 100/255")
     g.add_argument("--mbt-pool", choices=["cls", "mean"], default="cls",
@@ -137,7 +143,7 @@ def build_mbt(arch: MBTArch, n_classes: int) -> MBT:
                       input_mean=arch.ast_input_mean, input_std=arch.ast_input_std)
     return MBT(n_classes, video, audio, n_bottleneck=arch.n_bottleneck, fusion_layer=arch.fusion_layer,
                drop_path=arch.drop_path, grad_checkpointing=arch.grad_checkpointing,
-               freeze_audio_early=arch.freeze_audio_early, pool=arch.mbt_pool,
+               freeze_audio_early=arch.freeze_audio_early, pool=arch.mbt_pool, ast_early_fp16=arch.ast_early_fp16,
                head_init_scale=arch.mbt_head_init_scale)
 
 
@@ -154,8 +160,6 @@ class MBTRecipe(Recipe):
     help = "the MART backbone (audio-visual bottleneck transformer) trained supervised: MART's stage 2 alone"
     arch = MBTArch
     presets = {"mbt_demo": DEMO,
-               "mbt_ve8": dict(OFFICIAL, annotation_name="ve8.json"),
-               "mbt_ek6": dict(OFFICIAL, annotation_name="ek6.json"),
                "mbt_ve8_official": dict(OFFICIAL_RELEASE, annotation_name="ve8.json"),
                "mbt_ek6_official": dict(OFFICIAL_RELEASE, annotation_name="ek6.json")}
 
