@@ -91,3 +91,39 @@ def detection_lines(result: dict) -> list[str]:
     width = max(len(name) for name, _ in rows)
     return [f"detection {name:<{width}}: " + " ".join(f"{k} {v:.3f}" for k, v in m.items())
             for name, m in rows]
+
+
+DET_SOURCES = ("attention", "tcam", "cas")  # the score curves a CTEN-like model gives (core.detection SOURCES)
+
+
+def detection_by_source(records: list, labels: Sequence[str], polarity: torch.Tensor, gt_segments: dict,
+                        det_rule: Optional[dict] = None, curves: Sequence[str] = (), sources: Sequence[str] = DET_SOURCES,
+                        det_methods: Sequence[str] = ("oic", "threshold")) -> dict:
+    """Detection mAP of one set of predictions read from each score source, by each proposal method, with the
+    trivial baselines of the same detections beside each. det_rule: the other detect_batch options (taken as
+    given). Sources the records lack (e.g. 'cas' for a model without per-segment class scores) are left out.
+    -> {'<source> <method>': {'model': {mAP@t: ...}, 'whole_clip': ..., 'random_span': ..., 'centre_span': ...,
+    'span_length_s': ...}}."""
+    out = {}
+    for source in sources:
+        if source in CLASS_CURVES and CLASS_CURVES[source] not in records[0]:
+            continue
+        for method in det_methods:
+            res = summarise(records, labels, polarity, gt_segments, curves,
+                            {**(det_rule or {}), "source": source, "method": method})
+            out[f"{source} {method}"] = {"model": res["detection"], **res["detection_baselines"]}
+    return out
+
+
+def attention_liveness(records: list, names: Sequence[str] = ("att_v", "att_a")) -> dict:
+    """{curve name: the share of (video, segment) values above 0} over the records: a ReLU attention (CTEN Eq. 7)
+    that is 0 in a segment gives that segment no weight, and one that is 0 over a whole video has no temporal
+    preference at all (min-max normalisation makes it a constant)."""
+    return {n: float(np.mean(np.concatenate([r[n] for r in records]) > 0)) for n in names if n in records[0]}
+
+
+def view_accuracy(view_logits: list, y) -> dict:
+    """view_logits: [{'keyframe': (C,), 'context': (C,)} per video], y: true labels -> each view's accuracy."""
+    y = np.asarray(y)
+    return {view: float(np.mean(np.array([int(np.argmax(v[view])) for v in view_logits]) == y))
+            for view in view_logits[0]}
