@@ -61,3 +61,16 @@ def test_predict_views_feed_the_keyframes_and_the_context_the_attention_picks():
     for b, keys in enumerate(KEYFRAMES):
         assert set(segment_of(key_in[b]).flatten().tolist()) == keys
         assert set(segment_of(context_in[b]).flatten().tolist()) == set(range(T)) - keys
+
+
+def test_summarise_prints_the_attention_and_cas_rows_side_by_side():
+    from core.evaluate import detection_lines, summarise
+    recs = records()
+    gt = {r["video_id"]: [[i % 5, i % 5 + 1]] for i, r in enumerate(recs)}
+    out = summarise(recs, LABELS, torch.tensor([1, 0]), gt, curves=("att_v", "att_a"),
+                    det_rule=dict(source="attention", method="threshold"), also=("cas", "tcam"))
+    assert out["detection_source"] == "attention threshold" and set(out["detection_also"]) == {"cas", "tcam"}
+    assert out["detection"]["mAP@0.5"] == pytest.approx(1.0) and out["detection_also"]["cas"]["mAP@0.5"] == 0.0
+    lines = detection_lines(out)
+    assert "model (attention threshold)" in lines[0] and "model (cas threshold)" in lines[1]
+    assert "mAP@0.5 1.000" in lines[0] and "mAP@0.5 0.000" in lines[1] and len(lines) == 6
