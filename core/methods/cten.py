@@ -210,7 +210,8 @@ class CTENRecipe(Recipe):
     presets = {
         "cten_demo": dict(DEMO_DATA, visual_depth=10, visual_input="kinetics400", audio_arch="resnet10",
                           audio_first_conv="imagenet", optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8,
-                          epochs=10, loss="ce", lr_schedule="cosine", val_fraction=0.0, select="last"),
+                          epochs=10, loss="ce", lr_schedule="cosine", val_fraction=0.0, select="last",
+                          det_also=["attention"]),  # the temporal attention's row beside cas (docs/cten_attention.md)
         "cten_ve8": dict(_OFFICIAL, annotation_name="ve8.json"),
         "cten_ek6": dict(_OFFICIAL, annotation_name="ek6.json"),
         "cten_ve8_paper": dict(PAPER, annotation_name="ve8.json"),
