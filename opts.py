@@ -123,6 +123,8 @@ def add_detection_options(g) -> None:
                    help="cas: the classifier on each segment's features, for the predicted class; tcam: the same "
                         "weighted by the temporal attention (each segment's share of the logit); attention: the "
                         "modality attentions combined by --det-combine; auto: cas when the model has it")
+    g.add_argument("--det-also", choices=SOURCES[1:], nargs="*", default=[],
+                   help="further score sources scored by the same rule and printed beside the main one")
     g.add_argument("--det-thresholds", type=float, nargs="+", default=[i / 10 for i in range(1, 10)],
                    help="oic: thresholds on the min-max normalised curve, each giving proposals")
     g.add_argument("--det-margin", type=float, default=0.25, help="oic: outer margin, as a share of the proposal length")

@@ -241,7 +241,7 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
             raise FileNotFoundError(f"--gt-segments {args.gt_segments} does not exist (the demo writes key_spans.json)")
         gt = json.loads(Path(args.gt_segments).read_text())
     result = summarise(records, labels, polarity.cpu(), gt_segments=gt, curves=method.curve_names,
-                       det_rule=opts.detection_rule(args))
+                       det_rule=opts.detection_rule(args), also=args.det_also)
     result.update(protocol=protocol_record(args, best_val is not None or not args.eval_only),
                   preset=args.preset, weights=getattr(args, "weights", None), selected_epoch=selected_epoch, best_val_acc=best_val, n_test_videos=len(records),
                   data_issues={**(data_issues or {}), "test": test_ds.counts()}, train_history=history or [])

@@ -69,6 +69,23 @@ class CTENMethod:
     def predict(self, model, batch: dict) -> dict:
         return model(video=batch.get("video"), audio=batch.get("audio"), visual_feats=batch.get("visual_feats"))
 
+    def predict_views(self, model, batch: dict) -> dict:
+        """Evaluation of the erased views (tools/attention_eval.py): the trained attention picks keyframes and
+        context by this method's rule (Eq. 9) and each view is built as in training (`read_frames` / `grid_lookup`
+        of the evaluated split; TSN's centred snippets) -> {'keyframe': logits (B, C), 'context': logits (B, C)}."""
+        net = unwrap(model)
+        fv = batch.get("visual_feats")
+        if fv is None and "v" in net.modalities:
+            fv = net.visual_features(batch["video"])  # (B, T, D)
+        audio = batch["audio"] if "a" in net.modalities else None
+        out = net(visual_feats=fv, audio=audio)
+        keyframes, context = erasing_masks([out[f"att_{m}"].float() for m in net.modalities], self.theta, self.rule)
+        views = {}
+        for name, keep in (("keyframe", keyframes), ("context", context)):
+            fv_x, a_x = self._view(net, batch, fv, audio, keep, training=False)
+            views[name] = net(visual_feats=fv_x, audio=a_x)["logits"]
+        return views
+
     def train_step(self, model, batch: dict, epoch: int):
         net = unwrap(model)
         labels = batch["label"]
@@ -105,9 +122,9 @@ class CTENMethod:
         out = net(visual_feats=cat(view_k[0], view_l[0]), audio=cat(view_k[1], view_l[1]))  # one batch of 2B
         return out["logits"].chunk(2)
 
-    def _view(self, net, batch, fv, audio, keep):
+    def _view(self, net, batch, fv, audio, keep, training: bool = True):
         """Visual features (B, T, D) and audio (B, T, F, M) of the view made of the segments in `keep` (B, T);
-        an empty row means the whole video."""
+        an empty row means the whole video. training: TSN's random snippet offsets, else the centred ones."""
         B, T = keep.shape
         keep = keep | ~keep.any(dim=1, keepdim=True)
         if self.views == "reuse":
@@ -117,7 +134,7 @@ class CTENMethod:
         fvs, sources = [], []
         for b in range(B):
             n, sb, kb = int(batch["n_frames"][b]), batch["seg_bounds"][b].cpu(), keep[b].cpu()
-            fi = erased_view_frames(sb, kb, n, T, batch["frame_indices"].shape[-1], training=True)  # (T, L)
+            fi = erased_view_frames(sb, kb, n, T, batch["frame_indices"].shape[-1], training=training)  # (T, L)
             sources.append(source_segments(fi, sb, kb, n))
             if fv is None:
                 continue
@@ -213,7 +230,8 @@ class CTENRecipe(Recipe):
     presets = {
         "cten_demo": dict(DEMO_DATA, visual_depth=10, visual_input="kinetics400", audio_arch="resnet10",
                           audio_first_conv="imagenet", optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8,
-                          epochs=10, loss="ce", lr_schedule="cosine", val_fraction=0.0, select="last"),
+                          epochs=10, loss="ce", lr_schedule="cosine", val_fraction=0.0, select="last",
+                          det_also=["attention"]),  # the temporal attention's row beside cas (docs/cten_attention.md)
         "cten_ve8_paper": dict(PAPER, annotation_name="ve8.json"),
         "cten_ek6_paper": dict(PAPER, annotation_name="ek6.json"),
         # CAER (Table 1): the paper's setting and protocol; CAER's own validation clips join training
