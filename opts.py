@@ -224,8 +224,11 @@ def render_help() -> str:
 
 
 def defaults() -> argparse.Namespace:
-    """Every option at its default (no preset, no flag): the base a saved configuration is laid over."""
-    return build_parser().parse_args([])
+    """Every option at its default (no preset, no flag; --workers resolved): the base a saved configuration is laid
+    over."""
+    args = build_parser().parse_args([])
+    args.workers = default_workers()
+    return args
 
 
 def detection_rule(args: argparse.Namespace) -> dict:
