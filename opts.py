@@ -107,7 +107,8 @@ def add_training_options(g) -> None:
     g.add_argument("--lr-steps", type=int, nargs="*", default=[], help="epochs at which 'step' divides lr by 10")
     g.add_argument("--loss", choices=["ce", "pcce"], default="ce",
                    help="cross-entropy, or polarity-consistent cross-entropy (CTEN Eq. 12)")
-    g.add_argument("--pcce-lambda", type=float, default=0.5, help="PCCE: a sample's CE is multiplied by 1 + lambda when its prediction has the opposite polarity")
+    g.add_argument("--pcce-lambda", type=float, default=0.5,
+                   help="PCCE: a sample's CE is multiplied by 1 + lambda when its prediction has the opposite polarity")
     g.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation")
     g.add_argument("--clip-grad", type=float, default=0.0, help="gradient norm clipping (0: off)")
     g.add_argument("--amp", choices=["none", "fp16", "bf16"], default="bf16", help="mixed precision (CUDA only)")

@@ -61,7 +61,8 @@ def train_one_epoch(model, method, loader, optimizer, ctx: TrainContext, epoch: 
     sums: dict = {}
     n_steps = 0
     optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(loader, desc=f"train epoch {epoch}" + (f"/{epochs - 1}" if epochs else ""), leave=False, disable=not (ctx.progress and ctx.dist.is_main))
+    bar = tqdm(loader, desc=f"train epoch {epoch}" + (f"/{epochs - 1}" if epochs else ""), leave=False,
+               disable=not (ctx.progress and ctx.dist.is_main))
     for i, batch in enumerate(bar):
         batch = to_device(batch, ctx.device)
         step_now = (i + 1) % ctx.accum_steps == 0 or (i + 1) == len(loader)

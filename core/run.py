@@ -164,7 +164,8 @@ def interrupted_message(args, argv, finished) -> str:
     where = "before the first epoch finished"
     if finished:
         folder, epoch = finished
-        where = f"after epoch {epoch}" + ("" if Path(folder) == Path(args.output) / args.name else f" of {Path(folder).name}")
+        stage = "" if Path(folder) == Path(args.output) / args.name else f" of {Path(folder).name}"
+        where = f"after epoch {epoch}{stage}"
     return f"interrupted {where}; continue with: {shlex.join(['python', 'main.py', *again])}"
 
 
@@ -299,8 +300,8 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
             logger.print(f"test data: {test_ds.report()}")
         if collapse:
             logger.print(collapse_warning(collapse, args))
-        logger.print(f"done in {wall_time(time.monotonic() - ctx.started)}: tested {tested_what(args, selected_epoch)}; "
-                     f"results: {logger.run_dir / 'results.json'}")
+        logger.print(f"done in {wall_time(time.monotonic() - ctx.started)}: tested {tested_what(args, selected_epoch)};"
+                     f" results: {logger.run_dir / 'results.json'}")
     logger.close()
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+import opts
 from core import checkpoint as ckpt
 from core.data import make_loader
 from core.ema import ModelEMA
@@ -111,9 +112,17 @@ def resume(path: Path, model, optimizer, scheduler, ctx: TrainContext) -> Progre
     return Progress(state["epoch"] + 1, state["best"], state.get("history"))
 
 
-def validate(model, method, loader, ctx: TrainContext, labels, polarity, epoch: int) -> float:
-    val = summarise(predict_all(model, method, loader, ctx, desc="val"), labels, polarity.cpu())
-    ctx.logger.scalars("val", {k: val[k] for k in ("acc", "mean_class_acc", "polarity_acc")}, epoch)
+def validate(model, method, loader, ctx: TrainContext, labels, polarity, epoch: int, gt: dict = None,
+             det_rule: dict = None) -> float:
+    """The validation accuracy; TensorBoard's val/* also get detection mAP when `gt` (--gt-segments) holds every
+    validation video."""
+    records = predict_all(model, method, loader, ctx, desc="val")
+    if gt is not None and not all(r["video_id"] in gt for r in records):
+        gt = None
+    val = summarise(records, labels, polarity.cpu(), gt_segments=gt, curves=method.curve_names if gt else (),
+                    det_rule=det_rule)
+    ctx.logger.scalars("val", {**{k: val[k] for k in ("acc", "mean_class_acc", "polarity_acc")},
+                               **val.get("detection", {})}, epoch)
     return val["acc"]
 
 
@@ -145,6 +154,9 @@ Returns {'acc' (None without validation), 'epoch'} of the selected model and 'hi
         progress = resume(last_path, model, optimizer, scheduler, ctx)
 
     val_loader = make_loader(data["val"], args, dist, train=False) if (select and data["val"] is not None) else None
+    gt = None  # --gt-segments: validation mAP in TensorBoard too
+    if args.gt_segments and Path(args.gt_segments).is_file():
+        gt = json.loads(Path(args.gt_segments).read_text())
     started = time.monotonic()
     for epoch in range(progress.start_epoch, epochs):
         lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trains with, read before the schedule steps
@@ -161,7 +173,7 @@ Returns {'acc' (None without validation), 'epoch'} of the selected model and 'hi
         if improved:  # the last epoch is selected; no validation accuracy (results.json's best_val_acc: null)
             progress.best = {"acc": None, "epoch": epoch}
         else:
-            acc = validate(eval_model, method, val_loader, ctx, labels, polarity, epoch)
+            acc = validate(eval_model, method, val_loader, ctx, labels, polarity, epoch, gt, opts.detection_rule(args))
             line += f" | val acc {acc:.4f}"
             improved = progress.best["acc"] is None or acc > progress.best["acc"]
             if improved:

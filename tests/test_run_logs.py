@@ -68,6 +68,8 @@ def test_logs_of_a_short_cosine_run(tiny_root, tmp_path, capsys):
 
 
 def test_ctrl_c_ends_with_one_line_and_the_resume_command(tiny_root, tmp_path, monkeypatch, capsys):
+    """Interrupted in the second epoch: one line naming epoch 0 and the command; that command finishes the run.
+    With --select val and --gt-segments, TensorBoard holds validation accuracy and mAP per epoch."""
     real = core.train.train_one_epoch
 
     def interrupted_at_epoch_1(model, method, loader, optimizer, ctx, epoch, epochs=None):
@@ -76,7 +78,8 @@ def test_ctrl_c_ends_with_one_line_and_the_resume_command(tiny_root, tmp_path, m
         return real(model, method, loader, optimizer, ctx, epoch, epochs)
 
     monkeypatch.setattr(core.train, "train_one_epoch", interrupted_at_epoch_1)
-    first = argv(tiny_root, tmp_path, "c", "--epochs", "2", "--overwrite")
+    first = argv(tiny_root, tmp_path, "c", "--epochs", "2", "--overwrite", "--val-fraction", "0.34", "--select", "val",
+                 "--gt-segments", str(tiny_root[2]))
     assert run_main(first) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -88,6 +91,10 @@ def test_ctrl_c_ends_with_one_line_and_the_resume_command(tiny_root, tmp_path, m
     assert run_main(again) == 0
     assert "resumed from" in capsys.readouterr().out
     assert torch.load(tmp_path / "c" / "last.pth", weights_only=False)["epoch"] == 1
+    tb = scalars(tmp_path / "c")  # validation accuracy and mAP per epoch (--gt-segments holds the validation videos)
+    assert len(tb["val/acc"]) == len(tb["val/mAP@0.1"]) == 2
+    results = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert max(tb["val/acc"]) == pytest.approx(results["best_val_acc"])
 
 
 def test_ctrl_c_before_any_epoch_says_so_and_leaves_no_run_to_resume(tiny_root, tmp_path, monkeypatch, capsys):
