@@ -6,10 +6,12 @@ A method supplies `train_step(model, batch, epoch) -> (loss, logs)` and `predict
 optimiser and the EMA, stops on a non-finite loss, and gathers predictions across processes.
 """
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm import tqdm
 
 from core.detection import CLASS_CURVES
@@ -35,6 +37,8 @@ class TrainContext:
     global_step: int = 0
     progress: bool = True
     log_every: int = 10
+    finished: Optional[tuple] = None  # (stage folder, epoch) of the last epoch trained and saved
+    started: float = field(default_factory=time.monotonic)
 
     def autocast(self):
         enabled = self.amp != "none" and self.device.type == "cuda"
@@ -50,12 +54,15 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") and isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def train_one_epoch(model, method, loader, optimizer, ctx: TrainContext, epoch: int) -> dict:
+def train_one_epoch(model, method, loader, optimizer, ctx: TrainContext, epoch: int, epochs: int = None) -> dict:
+    """One pass over `loader`; returns the step's logs averaged over the epoch (and processes). `epochs`: the stage's
+    epoch count, shown in the progress bar (epochs count from 0, as the epoch lines)."""
     model.train()
     sums: dict = {}
     n_steps = 0
     optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not (ctx.progress and ctx.dist.is_main))
+    bar = tqdm(loader, desc=f"train epoch {epoch}" + (f"/{epochs - 1}" if epochs else ""), leave=False,
+               disable=not (ctx.progress and ctx.dist.is_main))
     for i, batch in enumerate(bar):
         batch = to_device(batch, ctx.device)
         step_now = (i + 1) % ctx.accum_steps == 0 or (i + 1) == len(loader)
@@ -75,7 +82,7 @@ def train_one_epoch(model, method, loader, optimizer, ctx: TrainContext, epoch: 
         logs = {"loss": loss.item(), **logs}
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        if ctx.global_step % ctx.log_every == 0:
+        if ctx.global_step % ctx.log_every == 0 or i + 1 == len(loader):  # an epoch's last step always
             ctx.logger.scalars("train_step", logs, ctx.global_step)
         bar.set_postfix(loss=f"{logs['loss']:.3f}")
     totals = all_reduce_sum(torch.tensor([sums.get(k, 0.0) for k in sorted(sums)] + [n_steps], dtype=torch.float64))
@@ -102,6 +109,40 @@ def _optimizer_step(model, optimizer, ctx: TrainContext) -> None:
     optimizer.zero_grad(set_to_none=True)
     if ctx.ema is not None:
         ctx.ema.update(unwrap(model))
+
+
+@torch.no_grad()
+def recalibrate_bn(model, method, loader, ctx: TrainContext, trained: torch.nn.Module = None) -> int:
+    """--bn-recalibrate: recomputes the running statistics of every trainable BatchNorm layer as the plain average
+    over one pass of `loader` (those layers in train mode, everything else in eval mode, no gradients, the
+    method's prediction forward), averaged over processes. After a few hundred steps with momentum 0.1 the running
+    statistics still mix the initial ones and early, very different batches; evaluation then reads them and can
+    predict one class for every video (issue 19, item 3). The RNG state is restored: training goes on as without
+    the pass. `trained`: the module whose requires_grad tells which layers train (default: `model`; the EMA copy
+has none). Returns the number of layers recalibrated."""
+    net = unwrap(model)
+    names = {n for n, m in unwrap(trained or model).named_modules() if isinstance(m, _BatchNorm)
+             and m.track_running_stats and any(p.requires_grad for p in m.parameters(recurse=False))}
+    layers = [m for n, m in net.named_modules() if n in names]
+    if not layers:
+        return 0
+    net.eval()
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+        m.train()
+    with torch.random.fork_rng(devices=[]):
+        for batch in tqdm(loader, desc="bn recalibrate", leave=False, disable=not (ctx.progress and ctx.dist.is_main)):
+            with ctx.autocast():
+                method.predict(net, to_device(batch, ctx.device))
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+        m.eval()
+        if ctx.dist.enabled:
+            m.running_mean.copy_(all_reduce_sum(m.running_mean) / ctx.dist.world_size)
+            m.running_var.copy_(all_reduce_sum(m.running_var) / ctx.dist.world_size)
+    return len(layers)
 
 
 @torch.no_grad()

@@ -42,6 +42,12 @@ class RunLogger:
             self.writer.close()
 
 
+def wall_time(seconds: float) -> str:
+    """'2 min 05 s', or '41 s' under a minute."""
+    minutes, sec = divmod(round(seconds), 60)
+    return f"{minutes} min {sec:02d} s" if minutes else f"{sec} s"
+
+
 def _jsonable(x):
     if isinstance(x, np.ndarray):
         return x.tolist()

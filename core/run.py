@@ -4,8 +4,10 @@ in-process."""
 import json
 import os
 import random
+import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from core.data import build_datasets, data_summary, dataset_kwargs, feature_cach
 from core.distributed import cleanup, init_distributed
 from core.engine import NonFiniteLoss, TrainContext, predict_all
 from core.evaluate import detection_lines, summarise
-from core.log import RunLogger
+from core.log import RunLogger, wall_time
 from core.methods.base import StageContext
 from core.plots import confusion_figure, timeline_figure
 from core.restore import checkpoint_record, eval_options, load_trained
@@ -37,6 +39,10 @@ def main(argv=None) -> int:
         if args.eval_only:  # data, annotation, polarity and gt segments from the checkpoint unless flags give them
             args = eval_options(args, argv)
         return run(args)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line, no traceback
+        print(f"\n{interrupted_message(args, argv, getattr(e, 'finished', None))}", file=sys.stderr)
+        discard_failed_start(args)
+        return 130
     except (DataError, CheckpointError, OSError, NonFiniteLoss, ValueError) as e:
         discard_failed_start(args)
         if os.environ.get("VEA_DEBUG"):
@@ -141,13 +147,40 @@ def check_data(args) -> None:
     load_annotation(args.annotation)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; `finished`: (stage folder, epoch) of the last epoch saved, or None."""
+
+    def __init__(self, finished=None):
+        super().__init__()
+        self.finished = finished
+
+
+def interrupted_message(args, argv, finished) -> str:
+    """The one line a Ctrl-C ends with: where training stopped and the exact command that continues it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if args.eval_only:
+        return f"interrupted; evaluation not finished; rerun: {shlex.join(['python', 'main.py', *argv])}"
+    again = [a for a in argv if a not in ("--overwrite", "--no-resume", "--resume")] + ["--resume"]
+    where = "before the first epoch finished"
+    if finished:
+        folder, epoch = finished
+        stage = "" if Path(folder) == Path(args.output) / args.name else f" of {Path(folder).name}"
+        where = f"after epoch {epoch}{stage}"
+    return f"interrupted {where}; continue with: {shlex.join(['python', 'main.py', *again])}"
+
+
 def run(args) -> int:
     check_data(args)  # before the run directory is claimed: nothing is written for a run that cannot start
     if not args.eval_only:
         check_expected_weights(methods.get(args.method).expected_weights(args), args)
     ctx = context(args)
-    if args.eval_only:
-        return evaluate_checkpoint(args, ctx)
+    try:
+        return evaluate_checkpoint(args, ctx) if args.eval_only else train_and_test(args, ctx)
+    except KeyboardInterrupt:
+        raise Interrupted(ctx.finished) from None
+
+
+def train_and_test(args, ctx: TrainContext) -> int:
     recipe = methods.get(args.method)
     stages = recipe.stages(args)
     data = build_datasets(args, recipe, text=any(s.text for s in stages))
@@ -164,8 +197,8 @@ def run(args) -> int:
     if ctx.dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         opts.save_config(args, run_dir / "config.json")
+    ctx.logger.print(start_line(args, ctx.device, stages, data))
     ctx.logger.print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir})")
-    ctx.logger.print(data_summary(data))
     for w in args.weights:
         ctx.logger.print(f"weights {w['flag']} {w['path']} sha256 {w['sha256'][:12]}: kept {w.get('kept', '-')}, "
                          f"initialised {len(w.get('initialised', []))}, ignored {len(w.get('ignored', []))}")
@@ -176,6 +209,14 @@ def run(args) -> int:
     return report_test(args, model.to(ctx.device), recipe.predictor(args, polarity), data["test"], labels, polarity,
                        ctx, selected_epoch=selected["epoch"], best_val=best["acc"] if best else None,
                        data_issues=issues, history=best["history"] if best else None)
+
+
+def start_line(args, device, stages: list, data: dict) -> str:
+    """What the run is about to do: preset, device, epochs (per stage), optimiser, batch, workers and the videos."""
+    epochs = " + ".join(f"{s.name} {s.epochs}" if s.name else str(s.epochs) for s in stages)
+    return (f"start: {args.preset or args.method} ({args.method}) on {device}; epochs {epochs}; lr {args.lr:g} "
+            f"({args.optimizer}, {args.lr_schedule}); batch {args.batch_size}; workers {args.workers}"
+            + ("; --bn-recalibrate" if args.bn_recalibrate else "") + f"; {data_summary(data)}")
 
 
 def train_stages(args, recipe, stages: list, model, data: dict, polarity, ctx, run_dir: Path) -> tuple:
@@ -199,6 +240,7 @@ def train_stages(args, recipe, stages: list, model, data: dict, polarity, ctx, r
                 inherited = stage.inherit_optimizer(previous["optimizer_by_name"])
             best = fit(args, stage.model(model), make_method, data, polarity, ctx, stage_dir, stage.epochs,
                        select=stage.select and args.select == "val",
+                       recalibrate=args.bn_recalibrate and i == len(stages) - 1,
                        record=checkpoint_record(args, recipe, data["train"].labels, stage.name), ema=stage.ema,
                        optimizer_state=inherited)
         if stage.handoff:
@@ -242,9 +284,13 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
         gt = json.loads(Path(args.gt_segments).read_text())
     result = summarise(records, labels, polarity.cpu(), gt_segments=gt, curves=method.curve_names,
                        det_rule=opts.detection_rule(args), also=args.det_also)
+    collapse = prediction_collapse(result["per_video"])
     result.update(protocol=protocol_record(args, best_val is not None or not args.eval_only),
-                  preset=args.preset, weights=getattr(args, "weights", None), selected_epoch=selected_epoch, best_val_acc=best_val, n_test_videos=len(records),
+                  preset=args.preset, weights=getattr(args, "weights", None), selected_epoch=selected_epoch,
+                  best_val_acc=best_val, n_test_videos=len(records), prediction_collapse=collapse,
                   data_issues={**(data_issues or {}), "test": test_ds.counts()}, train_history=history or [])
+    logger.scalars("test", {**{k: result[k] for k in ("acc", "mean_class_acc", "polarity_acc")},
+                            **result.get("detection", {})}, selected_epoch or 0)
     if ctx.dist.is_main:
         logger.write_json("results.json", {k: v for k, v in result.items() if k != "per_video"})
         logger.write_json("predictions.json", result["per_video"])
@@ -262,9 +308,34 @@ def report_test(args, model, method, test_ds, labels, polarity, ctx, selected_ep
                          f"views {last['empty_context_views']:.3f}, keyframe fraction {last['keyframe_fraction']:.3f}")
         if test_ds.report():
             logger.print(f"test data: {test_ds.report()}")
-        logger.print(f"results: {logger.run_dir / 'results.json'}")
+        if collapse:
+            logger.print(collapse_warning(collapse, args))
+        logger.print(f"done in {wall_time(time.monotonic() - ctx.started)}: tested {tested_what(args, selected_epoch)};"
+                     f" results: {logger.run_dir / 'results.json'}")
     logger.close()
     return 0
+
+
+def prediction_collapse(per_video: list) -> dict:
+    """{'class', 'videos'} when every prediction is the same class although the videos' labels are not; else None."""
+    preds = {p["pred"] for p in per_video}
+    if len(preds) != 1 or len({p["label"] for p in per_video}) < 2:
+        return None
+    return {"class": preds.pop(), "videos": len(per_video)}
+
+
+def collapse_warning(collapse: dict, args) -> str:
+    fix = "train more --epochs" if args.bn_recalibrate else ("retrain with --bn-recalibrate (BatchNorm running "
+                                                             "statistics after a short run) or more --epochs")
+    return (f"warning: every test prediction is {collapse['class']!r} ({collapse['videos']} videos, more than one "
+            f"true class): the model has collapsed onto one class; {fix}")
+
+
+def tested_what(args, epoch) -> str:
+    if args.eval_only:
+        return f"{args.checkpoint} (epoch {epoch})"
+    rule = "the best on validation" if args.select == "val" else "the last"
+    return f"epoch {epoch} ({rule})"
 
 
 def protocol_record(args, trained: bool) -> dict:

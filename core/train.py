@@ -3,16 +3,19 @@
 The per-iteration loop is core/engine.py; this module is the epoch loop around it and the save/restore helpers
 (the run state of core/checkpoint.py)."""
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+import opts
 from core import checkpoint as ckpt
 from core.data import make_loader
 from core.ema import ModelEMA
-from core.engine import TrainContext, predict_all, train_one_epoch, unwrap
+from core.engine import TrainContext, predict_all, recalibrate_bn, train_one_epoch, unwrap
 from core.evaluate import summarise
+from core.log import wall_time
 from core.restore import FORMAT, model_state
 
 
@@ -34,7 +37,7 @@ def build_scheduler(args, optimizer, epochs: int):
 @dataclass
 class Progress:
     """Where a stage is: the next epoch to train, the selected model so far ({'acc', 'epoch'}) and every epoch's
-    training statistics (the step's logs averaged, lr, val acc: results.json's 'train_history')."""
+    training statistics (the step's logs averaged, the epoch's lr, val acc: results.json's 'train_history')."""
     start_epoch: int = 0
     best: dict = None
     history: list = None
@@ -129,20 +132,36 @@ def resume(path: Path, model, optimizer, scheduler, ctx: TrainContext) -> Progre
     return Progress(state["epoch"] + 1, state["best"], state.get("history"))
 
 
-def validate(model, method, loader, ctx: TrainContext, labels, polarity, epoch: int) -> float:
-    val = summarise(predict_all(model, method, loader, ctx, desc="val"), labels, polarity.cpu())
-    ctx.logger.scalars("val", {k: val[k] for k in ("acc", "mean_class_acc", "polarity_acc")}, epoch)
+def validate(model, method, loader, ctx: TrainContext, labels, polarity, epoch: int, gt: dict = None,
+             det_rule: dict = None) -> float:
+    """The validation accuracy; TensorBoard's val/* also get detection mAP when `gt` (--gt-segments) holds every
+    validation video."""
+    records = predict_all(model, method, loader, ctx, desc="val")
+    if gt is not None and not all(r["video_id"] in gt for r in records):
+        gt = None
+    val = summarise(records, labels, polarity.cpu(), gt_segments=gt, curves=method.curve_names if gt else (),
+                    det_rule=det_rule)
+    ctx.logger.scalars("val", {**{k: val[k] for k in ("acc", "mean_class_acc", "polarity_acc")},
+                               **val.get("detection", {})}, epoch)
     return val["acc"]
 
 
+def eta(elapsed: float, done: int, left: int) -> str:
+    """' | 41 s/epoch, 1 min 22 s left': the epochs still to train at the mean pace so far (validation included)."""
+    per = elapsed / max(done, 1)
+    return f" | {per:.0f} s/epoch, {wall_time(per * left)} left"
+
+
 def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_dir: Path, epochs: int,
-        select: bool = True, record: dict = None, ema: bool = True, optimizer_state: dict = None) -> dict:
+        select: bool = True, record: dict = None, ema: bool = True, optimizer_state: dict = None,
+        recalibrate: bool = False) -> dict:
     """Trains `model` for `epochs` with the Method that make_method(ema) returns, resuming from run_dir/last.pth
     with --resume; `ema`: keep an EMA copy when --ema-decay is set; `optimizer_state`: {parameter name: state} the
     optimiser starts from (a previous stage's; not on --resume, which restores this stage's own).
     Writes last.pth every epoch and best.pth: the best on the validation subset (select and a
     validation subset exists) or the last epoch. `record`: what every checkpoint stores besides the training state
-    (config, architecture, labels, stage). Returns {'acc', 'epoch'} of the selected model and 'history'."""
+    (config, architecture, labels, stage); recalibrate: --bn-recalibrate after every epoch
+    (core.engine.recalibrate_bn). Returns {'acc' (None without validation), 'epoch'} of the selected model and 'history'."""
     dist, device, logger = ctx.dist, ctx.device, ctx.logger
     labels = data["train"].labels
     model = model.to(device)
@@ -161,22 +180,31 @@ def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_d
         logger.print(f"optimiser state of {n} parameters carried over from the previous stage")
 
     val_loader = make_loader(data["val"], args, dist, train=False) if (select and data["val"] is not None) else None
+    gt = None  # --gt-segments: validation mAP in TensorBoard too
+    if args.gt_segments and Path(args.gt_segments).is_file():
+        gt = json.loads(Path(args.gt_segments).read_text())
+    started = time.monotonic()
     for epoch in range(progress.start_epoch, epochs):
+        lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trains with, read before the schedule steps
         stats = train_one_epoch(train_model, method, make_loader(data["train"], args, dist, train=True, epoch=epoch),
-                                optimizer, ctx, epoch)
+                                optimizer, ctx, epoch, epochs)
         scheduler.step()
-        stats["lr"] = optimizer.param_groups[0]["lr"]
+        stats["lr"] = lr
         logger.scalars("train", stats, epoch)
         eval_model = ctx.ema.module if ctx.ema is not None else model
+        if recalibrate:  # --bn-recalibrate: validation and the saved checkpoints read the recomputed statistics
+            recalibrate_bn(eval_model, method, make_loader(data["train"], args, dist, train=False), ctx, trained=model)
         line = f"epoch {epoch}: " + " ".join(f"{k} {v:.4g}" for k, v in stats.items())
         improved = val_loader is None
-        if val_loader is not None:
-            acc = validate(eval_model, method, val_loader, ctx, labels, polarity, epoch)
+        if improved:  # the last epoch is selected; no validation accuracy (results.json's best_val_acc: null)
+            progress.best = {"acc": None, "epoch": epoch}
+        else:
+            acc = validate(eval_model, method, val_loader, ctx, labels, polarity, epoch, gt, opts.detection_rule(args))
             line += f" | val acc {acc:.4f}"
-            improved = acc > progress.best["acc"]
+            improved = progress.best["acc"] is None or acc > progress.best["acc"]
             if improved:
                 progress.best = {"acc": acc, "epoch": epoch}
-        logger.print(line)
+        logger.print(line + eta(time.monotonic() - started, epoch + 1 - progress.start_epoch, epochs - epoch - 1))
         progress.history.append({"epoch": epoch, **stats, **({"val_acc": acc} if val_loader is not None else {})})
         report = data["train"].report()  # every counted skip or substitution so far, each epoch
         if report:
@@ -186,6 +214,7 @@ def fit(args, model, make_method, data: dict, polarity, ctx: TrainContext, run_d
                 ckpt.save_checkpoint(run_dir / "best.pth", model=unwrap(eval_model).state_dict(), epoch=epoch,
                                      **(record or {}))
             save_last(last_path, model, optimizer, scheduler, ctx, epoch, progress, record or {})
+        ctx.finished = (run_dir, epoch)  # what a Ctrl-C message names (core/run.py)
     if dist.is_main:
         (run_dir / "done").write_text(json.dumps(progress.best))
     if dist.enabled:

@@ -138,3 +138,24 @@ def test_audio_branch_variants():
     assert small.trunk.conv1.stride == (2, 2) and official.trunk.conv1.stride == (2, 1)
     with pytest.raises(ValueError, match="audio arch"):
         AudioResNet("resnet7")
+
+
+class TaggedInter(torch.nn.Module):
+    """Stands in for the inter-modal attention: records its inputs, returns fixed outputs per side."""
+
+    def forward(self, first, second):
+        self.inputs = (first, second)
+        return torch.full_like(first, 1.0), torch.full_like(second, -1.0)
+
+
+def test_the_inter_modal_step_takes_visual_then_audio_and_returns_them_in_that_order():
+    """Eqs. 5-6: inter(F'_v, F'_a) -> (F''_v, F''_a); swapping the streams at the call or on return changes which
+    stream each attention reads (attention 'paper': A_m = attention_m(F'_m + F''_m))."""
+    model = tiny(intra=False)  # without the intra-modal step F' = F, so the inputs can be compared directly
+    model.inter = TaggedInter()
+    g = torch.Generator().manual_seed(3)
+    fv, fa = torch.randn(B, T, 512, generator=g), torch.randn(B, T, 512, generator=g) + 5.0
+    out = model.head(fv, fa)
+    assert model.inter.inputs[0] is fv and model.inter.inputs[1] is fa
+    torch.testing.assert_close(out["att_v"], model.attention["v"](fv + 1.0))
+    torch.testing.assert_close(out["att_a"], model.attention["a"](fa - 1.0))

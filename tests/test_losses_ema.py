@@ -46,3 +46,18 @@ def test_ema_update_arithmetic():
     other = ModelEMA(model, decay=0.5, warmup=0.0)
     other.load_state_dict(state)
     assert other.updates == 1 and torch.equal(other.module[0].weight, ema.module[0].weight)
+
+
+def test_ema_update_weights_the_copy_by_the_decay_and_the_model_by_one_minus_it():
+    """decay 0.9 (with 0.5, d = 1 - d and swapped weights pass): p_ema <- 0.9 p_ema + 0.1 p, buffers alike."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = ModelEMA(model, decay=0.9, warmup=0.0)
+    with torch.no_grad():
+        model[0].weight.fill_(10.0)
+        model[1].running_mean.fill_(-20.0)
+    ema_weight, ema_mean = ema.module[0].weight.clone(), ema.module[1].running_mean.clone()
+    ema.update(model)
+    torch.testing.assert_close(ema.module[0].weight, 0.9 * ema_weight + 0.1 * 10.0)
+    torch.testing.assert_close(ema.module[1].running_mean, 0.9 * ema_mean + 0.1 * -20.0)
+    ema.update(model)  # a second step moves a tenth of the remaining gap again
+    torch.testing.assert_close(ema.module[0].weight, 0.81 * ema_weight + 0.19 * 10.0)

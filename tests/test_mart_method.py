@@ -284,3 +284,20 @@ def test_frozen_text_cache_gives_the_encoders_output(bert_dir):
     valid = mask[..., None]
     torch.testing.assert_close(first * valid, want * valid, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(again, first)
+
+
+def test_default_step_composes_every_term_with_its_weight(bert_dir, lexicon):
+    """MART stage 1's loss with every part on and weights other than 1: L = w_rec L_rec + w_distill (L_seg +
+    w_degree L_degree) + w_comp (L_nce + w_push L_push + L_cls_aux) + L_cls; the degree KL is nonzero here, so a
+    distillation without it fails."""
+    model, batch = tiny_mart(bert_dir), tiny_batch()
+    torch.manual_seed(0)
+    loss, logs = make_method(lexicon, degree_weight=0.7, distill_weight=1.3, comp_weight=0.9, push_weight=1.1,
+                             push_margin=-1.0).train_step(model, batch, epoch=5)
+    assert logs["loss_distill_degree"] > 1e-4 and logs["loss_push"] > 1e-4
+    assert logs["loss_distill"] == pytest.approx(logs["loss_distill_seg"] + 0.7 * logs["loss_distill_degree"],
+                                                 rel=1e-5)
+    assert logs["loss_comp"] == pytest.approx(logs["loss_nce"] + 1.1 * logs["loss_push"], rel=1e-5)
+    expected = (0.05 * logs["loss_rec"] + 1.3 * logs["loss_distill"]
+                + 0.9 * (logs["loss_comp"] + logs["loss_cls_aux"]) + logs["loss_cls"])
+    assert loss.item() == pytest.approx(expected, rel=1e-5)

@@ -204,3 +204,27 @@ def test_head_init_scale():
     model = tiny_mbt(head_init_scale=1e-3)
     assert model.head_v.weight.abs().max() < 1e-4 and model.head_a.bias.abs().sum() == 0  # 0.02 x 1e-3 std
     assert tiny_mbt().head_v.weight.abs().max() > 1e-2  # nn.Linear's default otherwise
+
+
+def test_stage2_loss_is_both_heads_cross_entropy_and_trains_both_heads():
+    """MBT's supervised step: CE(logits_v) + CE(logits_a), each weight 1; one backward reaches both heads with the
+    gradient of its own term (a dropped or re-weighted audio term fails here, in one process)."""
+    from core.losses import classification_loss
+    from core.methods.mbt import MBTMethod
+
+    model = tiny_mbt()
+    video, audio = inputs()
+    labels = torch.tensor([1, 3])
+    loss, logs = MBTMethod(classification_loss("ce", torch.ones(C))).train_step(
+        model, {"video": video, "audio": audio, "label": labels}, 0)
+    out = model(video, audio)  # eval mode: the same forward
+    ce_v = torch.nn.functional.cross_entropy(out["logits_v"], labels)
+    ce_a = torch.nn.functional.cross_entropy(out["logits_a"], labels)
+    assert loss.item() == pytest.approx((ce_v + ce_a).item(), rel=1e-5)
+    assert logs["loss_v"] == pytest.approx(ce_v.item(), rel=1e-5)
+    assert logs["loss_a"] == pytest.approx(ce_a.item(), rel=1e-5)
+    loss.backward()
+    for head, term in ((model.head_v, ce_v), (model.head_a, ce_a)):
+        own, = torch.autograd.grad(term, head.weight, retain_graph=True)
+        assert own.abs().sum() > 0
+        torch.testing.assert_close(head.weight.grad, own)

@@ -77,10 +77,10 @@ def test_student_start_goes_on_with_stage1_adam_and_no_stage1_ema(tiny_root, tmp
         emas.append(ctx.ema is not None)
         return out
 
-    def spy_epoch(model, method, loader, optimizer, ctx, epoch):
+    def spy_epoch(model, method, loader, optimizer, ctx, epoch, *rest):
         starts.append({n: {k: v.clone() for k, v in optimizer.state[p].items()}
                        for n, p in model.named_parameters() if p in optimizer.state})
-        return train_one_epoch(model, method, loader, optimizer, ctx, epoch)
+        return train_one_epoch(model, method, loader, optimizer, ctx, epoch, *rest)
 
     monkeypatch.setattr(core.train, "prepare", spy_prepare)
     monkeypatch.setattr(core.train, "train_one_epoch", spy_epoch)

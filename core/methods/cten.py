@@ -244,17 +244,20 @@ class CTENRecipe(Recipe):
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         B = argparse.BooleanOptionalAction
         g = parser.add_argument_group("CTEN model")
-        g.add_argument("--modalities", choices=["av", "v", "a"], default="av")
+        g.add_argument("--modalities", choices=["av", "v", "a"], default="av",
+                       help="streams the model reads: audio and visual, visual only, or audio only")
         g.add_argument("--intra", action=B, default=True, help="intra-modal non-local relation (Eqs. 1-4)")
         g.add_argument("--inter", action=B, default=True, help="inter-modal attention (Eqs. 5-6)")
         g.add_argument("--temporal-attention", choices=["paper", "joint"], default="paper",
                        help="paper: one attention per modality (Eq. 7); joint: the official code's joint attention")
-        g.add_argument("--nonlocal-init", choices=["identity", "official"], default="identity")
+        g.add_argument("--nonlocal-init", choices=["identity", "official"], default="identity",
+                       help="identity: F + BN(W_z Z) with BN zeroed (Eq. 4); official: W_z Z + alpha F, alpha = 0")
         g.add_argument("--inter-direction", choices=["official", "paper"], default="official",
                        help="Eqs. 5-6: official: the other stream's queries mix each stream's own segments (the "
                             "release, the spec); paper: Eq. 5's symbols U_v = S(Q_v, K_a) V_a, each stream queries "
                             "the other")
-        g.add_argument("--visual-depth", type=int, default=101, choices=[10, 18, 34, 50, 101, 152, 200])
+        g.add_argument("--visual-depth", type=int, default=101, choices=[10, 18, 34, 50, 101, 152, 200],
+                       help="layers of the 3D ResNet visual backbone")
         g.add_argument("--visual-input", choices=["kinetics400", "kinetics_moments", "official"],
                        default="kinetics_moments",
                        help="input scaling the visual checkpoint was trained with; official: the releases' "
@@ -270,7 +273,7 @@ class CTENRecipe(Recipe):
                             "on 1 channel (half the compute; takes the ImageNet kernel summed over RGB with "
                             "--audio-weights)")
         g.add_argument("--audio-weights", default=None, help="torchvision ImageNet state_dict for the audio ResNet")
-        g.add_argument("--dropout", type=float, default=0.2)
+        g.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")
 
         g = parser.add_argument_group("CTEN temporal erasing")
         g.add_argument("--erase", action=B, default=True, help="temporal erasing (Eqs. 8-9) and the two extra views")

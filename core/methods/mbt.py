@@ -103,12 +103,13 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     B = argparse.BooleanOptionalAction
     g = parser.add_argument_group("MBT / MART backbone")
     g.add_argument("--mbt-depth", type=int, default=12, help="blocks of each branch (video ViT and AST)")
-    g.add_argument("--mbt-width", type=int, default=768)
-    g.add_argument("--mbt-heads", type=int, default=12)
-    g.add_argument("--n-bottleneck", type=int, default=32)
+    g.add_argument("--mbt-width", type=int, default=768, help="token width of each branch")
+    g.add_argument("--mbt-heads", type=int, default=12, help="attention heads per block")
+    g.add_argument("--n-bottleneck", type=int, default=32, help="fusion bottleneck tokens")
     g.add_argument("--fusion-layer", type=int, default=8, help="first block that fuses through the bottleneck")
     g.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth of the last block (official: 0)")
-    g.add_argument("--grad-checkpointing", action=B, default=False)
+    g.add_argument("--grad-checkpointing", action=B, default=False,
+                   help="recompute the blocks' activations in the backward pass (less memory, more time)")
     g.add_argument("--freeze-audio-early", action=B, default=False,
                    help="official MART: the AST's embedding and blocks before the fusion layer stay frozen")
     g.add_argument("--ast-early-fp16", action=B, default=False,
@@ -129,7 +130,7 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ast-input-mean", type=float, default=0.0,
                    help="the AST sees (fbank - mean) / std: re-normalises a set whose fbank statistics differ from "
                         "the pipeline's fixed ones (AST normalises each dataset to mean 0, std 0.5)")
-    g.add_argument("--ast-input-std", type=float, default=1.0)
+    g.add_argument("--ast-input-std", type=float, default=1.0, help="the std of --ast-input-mean's formula")
     g.add_argument("--videomae-weights", default=None, help="VideoMAE ViT-B/16 checkpoint (.pth)")
     g.add_argument("--ast-weights", default=None, help="AST AudioSet checkpoint (audioset_10_10_0.4593.pth)")
 
