@@ -25,7 +25,7 @@ from core.engine import unwrap
 from core.losses import classification_loss
 from core.methods.base import Recipe, Stage, StageContext, WeightFlag
 from core.weights import load_weight
-from datasets.feature_cache import FeatureCache, cache_expectation, grid_lookup
+from datasets.feature_cache import FeatureCache, audio_expectation, cache_expectation, grid_lookup
 from datasets.frames import erased_view_frames
 from models.cten import CTEN
 from models.erasing import ERASE_RULES, erasing_masks, reuse_view, view_stats
@@ -59,7 +59,8 @@ class CTENMethod:
         self.read_frames, self.grid_lookup = read_frames, grid_lookup
 
     def predict(self, model, batch: dict) -> dict:
-        return model(video=batch.get("video"), audio=batch.get("audio"), visual_feats=batch.get("visual_feats"))
+        return model(video=batch.get("video"), audio=batch.get("audio"), visual_feats=batch.get("visual_feats"),
+                     audio_feats=batch.get("audio_feats"))
 
     def train_step(self, model, batch: dict, epoch: int):
         net = unwrap(model)
@@ -68,8 +69,14 @@ class CTENMethod:
         if fv is None and "v" in net.modalities:
             with torch.no_grad():
                 fv = net.visual_features(batch["video"])  # (B, T, D), frozen backbone
-        audio = batch["audio"] if "a" in net.modalities else None
-        out = model(visual_feats=fv, audio=audio)  # x_o through the (possibly DDP-wrapped) model
+        audio, fa = None, None  # raw audio (B, T, F, M) through the trunk, or the frozen trunk's features (B, T, W)
+        if "a" in net.modalities:
+            fa = batch.get("audio_feats")  # from the feature cache
+            if fa is None and net.audio.frozen:
+                with torch.no_grad():
+                    fa = net.audio_trunk_features(batch["audio"])  # frozen trunk: once per iteration
+            audio = batch["audio"] if fa is None else None
+        out = model(visual_feats=fv, audio=audio, audio_feats=fa)  # x_o through the (possibly DDP-wrapped) model
         loss_o = self.criterion(out["logits"], labels)
         logs = {"loss_o": loss_o.item(), "acc_o": _acc(out["logits"], labels)}
         if not self.erase:
@@ -77,10 +84,12 @@ class CTENMethod:
 
         atts = [out[f"att_{m}"].detach().float() for m in net.modalities]  # (B, T) each
         keyframes, context = erasing_masks(atts, self.theta, self.rule)  # Eq. 9
-        fv_k, a_k = self._view(net, batch, fv, audio, keyframes)
-        fv_l, a_l = self._view(net, batch, fv, audio, context)
+        a_in = audio if fa is None else fa
+        fv_k, a_k = self._view(net, batch, fv, a_in, keyframes)
+        fv_l, a_l = self._view(net, batch, fv, a_in, context)
         cat = lambda x, y: None if x is None else torch.cat([x, y])
-        out_v = net(visual_feats=cat(fv_k, fv_l), audio=cat(a_k, a_l))  # DDP syncs all grads on the one backward
+        a_views = {"audio" if fa is None else "audio_feats": cat(a_k, a_l)}
+        out_v = net(visual_feats=cat(fv_k, fv_l), **a_views)  # DDP syncs all grads on the one backward
         logits_k, logits_l = out_v["logits"].chunk(2)
         loss_k, loss_l = self.criterion(logits_k, labels), self.criterion(logits_l, labels)
         loss = loss_o + loss_k + loss_l  # Eq. 12
@@ -91,8 +100,8 @@ class CTENMethod:
         return loss, logs
 
     def _view(self, net, batch, fv, audio, keep):
-        """Visual features (B, T, D) and audio (B, T, F, M) of the view made of the segments in `keep` (B, T);
-        an empty row means the whole video."""
+        """Visual features (B, T, D) and audio (B, T, F, M) or audio trunk features (B, T, W) of the view made of the
+        segments in `keep` (B, T); an empty row means the whole video."""
         B, T = keep.shape
         keep = keep | ~keep.any(dim=1, keepdim=True)
         if self.views == "reuse":
@@ -121,7 +130,7 @@ class CTENMethod:
         a_view = audio
         if audio is not None and self.erase_audio:
             src = torch.stack(sources).to(audio.device)  # (B, T)
-            a_view = audio.gather(1, src.view(B, T, 1, 1).expand_as(audio))
+            a_view = audio.gather(1, src.view(B, T, *[1] * (audio.dim() - 2)).expand_as(audio))
         return fv_view, a_view
 
 
@@ -148,6 +157,8 @@ class CTENArch:
     audio_first_conv: str
     dropout: float
     visual_bn: str = "eval"
+    freeze_audio: bool = False
+    audio_resize: int = 0
 
 
 # Official CTEN settings (Adam 2e-4, wd 5e-4, batch 32, 100 epochs, T = 16 segments of 16 frames at 112 px).
@@ -178,6 +189,11 @@ VISUAL_INPUT_FILES = {"kinetics400": "Hara et al.'s Kinetics-400 file, 3D-ResNet
                       "kinetics_moments": "Hara et al.'s Kinetics-700 + Moments file, 3D-ResNets-PyTorch",
                       "official": "the file the CTEN release loads, fed with its own scaling"}
 AUDIO_WEIGHT_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet50": "resnet50-0676ba61.pth"}
+
+
+def reads_cached_audio(args) -> bool:
+    """Whether a run with --feature-cache reads the audio trunk's features from it: the trunk is frozen and used."""
+    return bool(args.freeze_audio) and args.modalities != "v"
 
 
 def visual_weight_file(depth: int, visual_input: str) -> str:
@@ -234,6 +250,13 @@ class CTENRecipe(Recipe):
                             "on 1 channel (half the compute; takes the ImageNet kernel summed over RGB with "
                             "--audio-weights)")
         g.add_argument("--audio-weights", default=None, help="torchvision ImageNet state_dict for the audio ResNet")
+        g.add_argument("--freeze-audio", action=B, default=False,
+                       help="fix the audio ResNet trunk (no gradients, BatchNorm running statistics), as the paper "
+                            "fixes the whole feature extractor (Sec. 4.2); its projection still trains [ours]; with "
+                            "--feature-cache the trunk's features are read from the cache")
+        g.add_argument("--audio-resize", type=int, default=0, metavar="N",
+                       help="resize each segment's audio input to N x N (bilinear) before the ResNet; the paper "
+                            "resizes MFCC to 224 x 224 for its ImageNet ResNet-50; 0: off (the release)")
         g.add_argument("--dropout", type=float, default=0.2)
 
         g = parser.add_argument_group("CTEN temporal erasing")
@@ -256,6 +279,17 @@ class CTENRecipe(Recipe):
                             "crop/flip, or any")
 
     def validate(self, args) -> None:
+        if args.audio_resize < 0:
+            raise ValueError(f"--audio-resize {args.audio_resize}: give a side length > 0, or 0 for no resizing")
+        if args.feature_cache and reads_cached_audio(args):
+            if args.spec_augment:
+                raise ValueError("--feature-cache with --freeze-audio reads the audio trunk's features of clean "
+                                 "windows; --spec-augment masks the input every step: leave one of the two out")
+            if args.audio_first_conv == "official":
+                raise ValueError("--feature-cache with --freeze-audio needs an audio trunk that a weight file fixes; "
+                                 "--audio-first-conv official starts its first conv at random in every run (no "
+                                 "published file fits it): use --audio-first-conv imagenet, or leave out one of the "
+                                 "two")
         if args.feature_cache and args.visual_bn == "train":
             raise ValueError("--feature-cache holds features of the backbone in eval mode; --visual-bn train changes "
                              "them every step: leave one of the two out")
@@ -268,9 +302,14 @@ class CTENRecipe(Recipe):
 
     def feature_cache(self, args) -> Optional[FeatureCache]:
         """The --feature-cache folder (core/data.py calls this only when it is set), checked against this run's
-        backbone settings (a stale cache is refused)."""
+        backbone settings (a stale cache is refused); with --freeze-audio against its audio trunk's too, and the
+        frozen trunk's features are then read from it."""
+        audio = None
+        if reads_cached_audio(args):
+            audio = audio_expectation(args.audio_arch, args.audio_first_conv, args.audio_resize, args.audio_features,
+                                      args.audio_frames, args.audio_weights)
         expect = cache_expectation(args.annotation, args.visual_depth, args.visual_input, args.snippet_duration,
-                                   args.sample_size, args.visual_weights)
+                                   args.sample_size, args.visual_weights, audio=audio)
         return FeatureCache(args.feature_cache, expect=expect)
 
     def build_model(self, arch: CTENArch, n_classes: int) -> CTEN:
@@ -279,7 +318,7 @@ class CTENRecipe(Recipe):
                     nonlocal_init=arch.nonlocal_init, inter_direction=arch.inter_direction,
                     visual_depth=arch.visual_depth, visual_input=arch.visual_input,
                     audio_arch=arch.audio_arch, audio_first_conv=arch.audio_first_conv, dropout=arch.dropout,
-                    visual_bn=arch.visual_bn)
+                    visual_bn=arch.visual_bn, freeze_audio=arch.freeze_audio, audio_resize=arch.audio_resize)
 
     def expected_weights(self, args) -> list:
         """The files named in docs/weights.md: the 3D ResNet of --visual-input's scaling, the ImageNet ResNet of
