@@ -72,11 +72,12 @@ class CTENMethod:
         audio, fa = None, None  # raw audio (B, T, F, M) through the trunk, or the frozen trunk's features (B, T, W)
         if "a" in net.modalities:
             fa = batch.get("audio_feats")  # from the feature cache
-            if fa is None and net.audio.frozen:
+            if fa is None and getattr(getattr(net, "audio", None), "frozen", False):
                 with torch.no_grad():
                     fa = net.audio_trunk_features(batch["audio"])  # frozen trunk: once per iteration
             audio = batch["audio"] if fa is None else None
-        out = model(visual_feats=fv, audio=audio, audio_feats=fa)  # x_o through the (possibly DDP-wrapped) model
+        a_key = "audio" if fa is None else "audio_feats"
+        out = model(visual_feats=fv, **{a_key: audio if fa is None else fa})  # x_o through the (possibly DDP) model
         loss_o = self.criterion(out["logits"], labels)
         logs = {"loss_o": loss_o.item(), "acc_o": _acc(out["logits"], labels)}
         if not self.erase:
@@ -88,8 +89,7 @@ class CTENMethod:
         fv_k, a_k = self._view(net, batch, fv, a_in, keyframes)
         fv_l, a_l = self._view(net, batch, fv, a_in, context)
         cat = lambda x, y: None if x is None else torch.cat([x, y])
-        a_views = {"audio" if fa is None else "audio_feats": cat(a_k, a_l)}
-        out_v = net(visual_feats=cat(fv_k, fv_l), **a_views)  # DDP syncs all grads on the one backward
+        out_v = net(visual_feats=cat(fv_k, fv_l), **{a_key: cat(a_k, a_l)})  # DDP syncs all grads on the one backward
         logits_k, logits_l = out_v["logits"].chunk(2)
         loss_k, loss_l = self.criterion(logits_k, labels), self.criterion(logits_l, labels)
         loss = loss_o + loss_k + loss_l  # Eq. 12
