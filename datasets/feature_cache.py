@@ -243,6 +243,9 @@ class FeatureCache:
                     hint = (f"; a random backbone is only reproducible from its saved weights: train with "
                             f"--visual-weights {self.path / 'backbone_random_init.pth'} or extract with the run's "
                             f"weights")
+                if key == "audio_sha256" and RANDOM_INIT in (want, self.manifest.get("audio_checkpoint")):
+                    hint = (f"; a random audio trunk is only reproducible from its saved weights: train with "
+                            f"--audio-weights {self.path / 'audio_random_init.pth'} or extract with the run's weights")
                 raise DataError(where, f"stale feature cache: {key} is {have!r} in the cache but this run expects "
                                        f"{want!r}{hint}", _FIX.format(path=self.path))
         videos = expect.get("videos", {})
