@@ -1,8 +1,9 @@
 """CTEN's training step: the original video plus the keyframe and context views of temporal erasing (Sec. 3.3).
 
 Per iteration (paper Eqs. 8-12):
-  1. x_o: the frozen visual backbone gives F_v once (no gradient; or the feature cache gives it); the network
-     gives logits and the temporal attention of each modality.
+  1. x_o: the frozen visual backbone gives F_v once (no gradient; or the feature cache gives it); with
+     --freeze-audio the frozen audio trunk's features likewise (once per iteration, or from the cache; the erased
+     views gather them as they would the windows); the network gives logits and each modality's temporal attention.
   2. The erasing rule splits the T segments into keyframes and context (models/erasing.py); the logs carry the
      share of videos whose keyframe / context view is empty (`empty_key_views`, `empty_context_views`) and the
      mean share of keyframe segments (`keyframe_fraction`), averaged over the epoch by the engine.
