@@ -29,8 +29,10 @@ optimiser step, moving the batch to the device). (ii) seconds per training epoch
 each epoch, after --warmup-epochs untimed ones). The extraction's own time is reported apart, with the number of
 epochs after which the cache has paid for itself against `ours`.
 
-With a random backbone (no --visual-weights) every approach trains with the cache's saved random backbone (and,
-with --freeze-audio and no --audio-weights, its saved random audio trunk), so all see the same weights. --videos N
+With a random backbone (no --visual-weights) every approach trains with one random backbone saved in OUT, each
+residual block's last BatchNorm scale set to zero (the "zero-gamma" initialisation: a random R3D-101 with the usual
+initialisation gives features near 1e5-1e6, past float16, which the cache stores; the cost is the same); with
+--freeze-audio and no --audio-weights all train with the cache's saved random audio trunk, so all see the same weights. --videos N
 trains on N of the annotation's training videos (spread over its list; the annotation subset is written to OUT). Results go to OUT/bench.json as well as the printed table.
 """
 import argparse
@@ -59,6 +61,7 @@ from datasets.annotations import TEST_SUBSET, TRAIN_SUBSET, load_annotation, run
 from datasets.errors import DataError  # noqa: E402
 from datasets.feature_cache import MANIFEST, FeatureCache  # noqa: E402
 from datasets.video_emotion import VideoEmotionDataset, collate_samples  # noqa: E402
+from models.resnet3d import BasicBlock, Bottleneck, ResNet3D  # noqa: E402
 from tools import extract_features  # noqa: E402
 
 APPROACHES = ("official", "ours", "reuse", "cache")
@@ -203,6 +206,23 @@ def subset_annotation(bench, main_args: list) -> list:
     return ["--annotation", str(path)]
 
 
+def random_backbone(bench, main_args: list) -> list:
+    """No --visual-weights: main.py flags naming a random 3D ResNet (seeded) whose residual blocks start at the
+    identity, saved in OUT (the module docstring says why)."""
+    if "--visual-weights" in main_args:
+        return []
+    args = resolve(main_args, "cpu")
+    path = Path(bench.out) / f"backbone_zero_gamma_r{args.visual_depth}_seed{args.seed}.pth"
+    if not path.is_file():
+        torch.manual_seed(args.seed)
+        model = ResNet3D(args.visual_depth, args.visual_input, frozen=True)
+        for block in model.modules():
+            if isinstance(block, (BasicBlock, Bottleneck)):
+                torch.nn.init.zeros_((block.bn3 if isinstance(block, Bottleneck) else block.bn2).weight)
+        torch.save({"state_dict": model.state_dict()}, path)
+    return ["--visual-weights", str(path)]
+
+
 def ensure_cache(bench, main_args: list, device: str, stats: dict) -> Path:
     """Extract the cache for this configuration unless a matching complete one is there; records its time."""
     args = resolve(main_args, device)
@@ -308,6 +328,7 @@ def bench_device(bench, device_name: str) -> dict:
     device = torch.device(device_name)
     stats = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "approaches": {}}
     main_args = bench.main_args + subset_annotation(bench, bench.main_args)
+    main_args += random_backbone(bench, main_args)
     cache = ensure_cache(bench, main_args, device_name, stats)
     common = weights_args(main_args, cache)
     for approach in bench.approaches:
