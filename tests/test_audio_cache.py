@@ -167,3 +167,11 @@ def test_settings_no_run_can_use_are_refused_at_parse_time(audio_cache, extra, m
     with pytest.raises(SystemExit):
         run_args(audio_cache, *extra)
     assert match in capsys.readouterr().err
+
+
+def test_features_past_float16_are_refused_at_extraction(tmp_path):
+    from tools.extract_features import to_float16
+
+    assert to_float16(np.ones((2, 3), np.float32), tmp_path / "x.npy", "3D ResNet").dtype == np.float16
+    with pytest.raises(DataError, match=r"x\.npy.*3D ResNet's features reach 7e\+05, past float16's range"):
+        to_float16(np.full((2, 3), 7e5, np.float32), tmp_path / "x.npy", "3D ResNet")

@@ -181,7 +181,7 @@ def extract_audio(args, model: AudioResNet, out: Path, entries: dict, device: to
             with torch.inference_mode(), autocast:
                 feats = torch.cat([model.trunk_features(c[None].to(device))[0].float().cpu()
                                    for c in x.split(args.chunk)])  # (G_a, W)
-            _save_npy(out / file, feats.numpy().astype(np.float16))
+            _save_npy(out / file, to_float16(feats.numpy(), out / file, "audio trunk"))
             written += 1
     return written
 
@@ -339,7 +339,7 @@ def extract(args) -> dict:
             C = index.shape[0]
             clips = frames[:, index].permute(0, 1, 3, 2, 4, 5).reshape(V * C, 3, args.snippet_duration,
                                                                         args.sample_size, args.sample_size)
-            feats = backbone(clips).float().view(V, C, D).cpu().numpy().astype(np.float16)
+            feats = to_float16(backbone(clips).float().view(V, C, D).cpu().numpy(), out / v["file"], "3D ResNet")
             buf = buffers.setdefault(k, np.empty((V, entries[v["video_id"]]["grid"], D), np.float16))
             buf[:, item["first"]:item["first"] + C] = feats
             done[k] = done.get(k, 0) + C
@@ -353,6 +353,16 @@ def extract(args) -> dict:
     _write_manifest(out, manifest)
     return {"extracted": len(todo), "reused": reused, "skipped_missing": len(missing),
             "seconds": manifest["seconds"], "manifest": str(out / MANIFEST)}
+
+
+def to_float16(feats: np.ndarray, file: Path, network: str) -> np.ndarray:
+    """float32 features -> the cache's float16; refused when a value is past float16's range (or not finite)."""
+    big = float(np.abs(feats).max()) if feats.size else 0.0
+    if not np.isfinite(feats).all() or big > float(np.finfo(np.float16).max):
+        raise DataError(file, f"the {network}'s features reach {big:.3g}, past float16's range (65504), which the "
+                              f"cache stores", "extract with the pretrained weights the run uses (a deep network's "
+                              "random initialisation can give such features)")
+    return feats.astype(np.float16)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
