@@ -15,6 +15,7 @@ from core.engine import TrainContext, train_one_epoch
 from core.log import RunLogger
 from core.methods.base import StageContext
 from core.train import build_optimizer
+from datasets.video_emotion import collate_samples
 from datasets.errors import DataError
 from datasets.feature_cache import FeatureCache, audio_expectation, cache_expectation
 from fixtures_data import make_video_root
@@ -175,3 +176,28 @@ def test_features_past_float16_are_refused_at_extraction(tmp_path):
     assert to_float16(np.ones((2, 3), np.float32), tmp_path / "x.npy", "3D ResNet").dtype == np.float16
     with pytest.raises(DataError, match=r"x\.npy.*3D ResNet's features reach 7e\+05, past float16's range"):
         to_float16(np.full((2, 3), 7e5, np.float32), tmp_path / "x.npy", "3D ResNet")
+
+
+def test_both_flags_on_the_paper_preset_train_only_the_heads_and_projection(audio_cache):
+    """cten_ve8_paper's audio (ResNet-50 on MFCC, the ImageNet first conv) with --freeze-audio --audio-resize 224: one
+    training step leaves the audio trunk and its BatchNorm statistics as they were, and the trunk sees 224 x 224."""
+    base, ann = audio_cache[:2]
+    args = opts.parse_args(["--preset", "cten_ve8_paper", "--root", str(base / "root"), "--annotation", str(ann),
+                            "--visual-depth", "10", "--seq-len", "2", "--snippet-duration", "2", "--sample-size", "16",
+                            "--batch-size", "2", "--workers", "0", "--freeze-audio", "--audio-resize", "224",
+                            "--amp", "none", "--modalities", "a", "--no-inter"])
+    assert (args.audio_arch, args.audio_features, args.audio_first_conv, args.visual_input) == (
+        "resnet50", "mfcc", "imagenet", "kinetics400")
+    data, model, method = build(args)
+    trunk = {k: v.clone() for k, v in model.audio.trunk.state_dict().items()}
+    seen = []
+    model.audio.trunk.conv1.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    batch = collate_samples([data["train"][i] for i in range(2)])
+    model.train()
+    loss, _ = method.train_step(model, batch, 0)
+    loss.backward()
+    assert seen == [(224, 224)]  # the trunk ran once (x_o), its features gathered for x_k and x_l
+    assert all(p.grad is None for p in model.audio.trunk.parameters())
+    assert model.audio.proj[0].weight.grad is not None and model.classifier.weight.grad is not None
+    for k, v in model.audio.trunk.state_dict().items():
+        assert torch.equal(v, trunk[k]), k
