@@ -197,13 +197,34 @@ def segment_features(wave: torch.Tensor, seg_times: torch.Tensor, sample_rate: i
     """
     if kind not in ("fbank", "mfcc"):
         raise ValueError(f"audio feature kind must be 'fbank' or 'mfcc', got {kind!r}")
+    starts, period = segment_window_starts(wave, seg_times, sample_rate, frames, training, generator)
+    return windows(wave, starts, period, sample_rate, frames, kind, n_mfcc, spec_aug, freq_mask, time_mask, generator)
+
+
+def audio_period(n_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
+    """Feature frames after which a waveform's features loop: its duration x 100, at least its frame count."""
+    return max(round(n_samples / sample_rate * FRAMES_PER_SECOND), num_frames(n_samples, sample_rate))
+
+
+def segment_window_starts(wave: torch.Tensor, seg_times: torch.Tensor, sample_rate: int = SAMPLE_RATE,
+                          frames: int = 100, training: bool = False,
+                          generator: Optional[torch.Generator] = None) -> tuple:
+    """-> first feature frame (T,) of each segment's window (`window_starts`) and the audio's period in frames. A
+    window's content depends only on its start modulo the period (`window_frames`)."""
+    period = audio_period(wave.numel(), sample_rate)
+    return window_starts(seg_times, period, frames, training, generator), period
+
+
+def windows(wave: torch.Tensor, starts: torch.Tensor, period: int, sample_rate: int = SAMPLE_RATE, frames: int = 100,
+            kind: str = "fbank", n_mfcc: int = 128, spec_aug: bool = False, freq_mask: int = 24, time_mask: int = 192,
+            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The feature windows starting at `starts` (N,) -> float32 (N, frames, D) (see `segment_features`)."""
     n_feat = num_frames(wave.numel(), sample_rate)
-    period = max(round(wave.numel() / sample_rate * FRAMES_PER_SECOND), n_feat)
-    idx = window_frames(window_starts(seg_times, period, frames, training, generator), frames, period, n_feat)
+    idx = window_frames(starts, frames, period, n_feat)
     if kind == "mfcc":
-        return mfcc(wave, sample_rate, n_mfcc)[idx].float()  # (T, frames, n_mfcc)
+        return mfcc(wave, sample_rate, n_mfcc)[idx].float()  # (N, frames, n_mfcc)
     needed, where = torch.unique(idx, return_inverse=True)
-    x = log_mel(wave, sample_rate, needed)[where]  # (T, frames, 128)
+    x = log_mel(wave, sample_rate, needed)[where]  # (N, frames, 128)
     if spec_aug:
         x = spec_augment(x, freq_mask, time_mask, generator)
     return normalise_fbank(x).float()

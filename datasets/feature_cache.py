@@ -29,6 +29,17 @@ snippet_duration, sample_size, backbone_sha256 (of the weight file; for a random
 backbone_random_init.pth) and, when the run passes its backbone's tensors, backbone_state_sha256; the run's videos
 (id and class) must all be in the cache with the frame counts they have now. The annotation file's own hash is
 recorded but not compared: the splits of one dataset share every video and so share one cache.
+
+Audio (CTEN with --freeze-audio: the paper fixes the whole feature extractor). A cache extracted with --freeze-audio
+also holds the frozen audio ResNet trunk's output (before the projection, which trains) for a grid of windows:
+
+    audio/<video_id>.npy       float16 (G_a, W): window g starts at feature frame `grid_starts(period, F, stride)[g]`
+
+A window's content depends only on its start modulo the audio's period (datasets/audio.py `window_frames`), so the
+grid covers one period and a segment's window is looked up by the nearest start around the loop (`audio_stride`
+frames of 10 ms apart: at most stride / 2 off; 1 is exact). Compared against the run (AUDIO_FIELDS): audio_arch,
+audio_first_conv, audio_resize, audio_features, audio_frames and audio_sha256 (of --audio-weights, or of
+the saved audio_random_init.pth); each video's period (its audio length) must be the one it has now.
 """
 import hashlib
 import json
@@ -51,6 +62,7 @@ CROP_SETS = {
     "crops": tuple(CROPS),
     "centre": ("centre",),
 }
+AUDIO_FIELDS = ("audio_arch", "audio_first_conv", "audio_resize", "audio_features", "audio_frames", "audio_sha256")
 _FIX = ("re-run `python tools/extract_features.py --out {path} ...` with this run's settings (it refuses to mix "
         "settings: give it a new --out or --overwrite), or point --feature-cache at a cache made with them")
 
@@ -150,14 +162,23 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def audio_expectation(arch: str, first_conv: str, resize: int, features: str, frames: int,
+                      audio_weights=None) -> dict:
+    """The AUDIO_FIELDS a run with a frozen audio trunk expects of a cache (for `cache_expectation(audio=...)`)."""
+    return {"audio_arch": arch, "audio_first_conv": first_conv, "audio_resize": resize, "audio_features": features,
+            "audio_frames": frames, "audio_sha256": sha256_file(audio_weights) if audio_weights else RANDOM_INIT}
+
+
 def cache_expectation(annotation, depth: int, input_preset: str, snippet_duration: int, sample_size: int,
-                      visual_weights=None, backbone_state: Optional[Mapping[str, torch.Tensor]] = None) -> dict:
+                      visual_weights=None, backbone_state: Optional[Mapping[str, torch.Tensor]] = None,
+                      audio: Optional[dict] = None) -> dict:
     """What a training run expects of a cache, for `FeatureCache(path, expect=...)`.
 
     annotation: the run's annotation JSON (its videos must be in the cache); visual_weights: the run's 3D ResNet
     weight file, None for a random backbone (which no cache can match: train with --visual-weights set to the
     cache's backbone_random_init.pth instead); backbone_state: optionally the run's backbone state dict, compared
-    tensor by tensor through its hash."""
+    tensor by tensor through its hash; audio: `audio_expectation(...)` when the run reads the frozen audio trunk's
+    features from the cache too."""
     data = load_annotation(annotation)
     expect = {"depth": depth, "input_preset": input_preset, "snippet_duration": snippet_duration,
               "sample_size": sample_size,
@@ -165,6 +186,7 @@ def cache_expectation(annotation, depth: int, input_preset: str, snippet_duratio
               "videos": {vid: e["annotations"]["label"] for vid, e in data["database"].items()}}
     if backbone_state is not None:
         expect["backbone_state_sha256"] = state_sha256(backbone_state)
+    expect.update(audio or {})
     return expect
 
 
@@ -200,12 +222,17 @@ class FeatureCache:
         self.snippet_duration = int(m["snippet_duration"])
         self.stride = int(m["stride"])
         self.videos = m["videos"]
+        self.with_audio = any(k in AUDIO_FIELDS for k in (expect or {}))  # the run reads audio features from here
         self._check(expect or {})
         self._maps: dict = {}
         self._pid = os.getpid()
 
     def _check(self, expect: dict) -> None:
         where = self.path / MANIFEST
+        if self.with_audio and "audio_trunk_dim" not in self.manifest:
+            raise DataError(where, "the cache holds no audio features, which this run (--freeze-audio) reads from it",
+                            _FIX.format(path=self.path) + ", adding --freeze-audio so it extracts the audio trunk's "
+                            "features too (or train without --freeze-audio)")
         for key, want in expect.items():
             if key == "videos":
                 continue
@@ -216,6 +243,9 @@ class FeatureCache:
                     hint = (f"; a random backbone is only reproducible from its saved weights: train with "
                             f"--visual-weights {self.path / 'backbone_random_init.pth'} or extract with the run's "
                             f"weights")
+                if key == "audio_sha256" and RANDOM_INIT in (want, self.manifest.get("audio_checkpoint")):
+                    hint = (f"; a random audio trunk is only reproducible from its saved weights: train with "
+                            f"--audio-weights {self.path / 'audio_random_init.pth'} or extract with the run's weights")
                 raise DataError(where, f"stale feature cache: {key} is {have!r} in the cache but this run expects "
                                        f"{want!r}{hint}", _FIX.format(path=self.path))
         videos = expect.get("videos", {})
@@ -267,15 +297,7 @@ class FeatureCache:
         arr = self._maps.get(video_id)
         if arr is None:
             entry = self._entry(video_id)
-            file = self.path / entry["file"]
-            want = (len(self.crops), int(entry["grid"]), self.feature_dim)
-            try:
-                arr = np.load(file, mmap_mode="r")
-            except (OSError, ValueError) as e:
-                raise DataError(file, f"cannot read cached features ({e})", _FIX.format(path=self.path)) from None
-            if arr.shape != want or arr.dtype != np.float16:
-                raise DataError(file, f"cached features are {arr.dtype} {arr.shape}, the manifest says float16 {want}",
-                                _FIX.format(path=self.path))
+            arr = self._load(entry["file"], (len(self.crops), int(entry["grid"]), self.feature_dim))
             self._maps[video_id] = arr
         return arr
 
@@ -312,6 +334,38 @@ class FeatureCache:
         index = nearest_grid(torch.as_tensor(snippet_starts), self.grid_starts(video_id), n)
         rows = np.asarray(self._array(video_id)[view][index.numpy()], dtype=np.float32)
         return torch.from_numpy(self._finite(video_id, rows))
+
+    def audio_lookup(self, video_id: str, starts: torch.Tensor, period: int) -> torch.Tensor:
+        """Window starts (T,) in feature frames of audio with `period` frames -> the audio trunk's features (T, W)
+        float32 of the nearest grid windows (module docstring)."""
+        entry = self._entry(video_id)
+        if int(entry["audio_period"]) != int(period):
+            raise DataError(self.path / MANIFEST, f"stale feature cache: video {video_id!r} had {entry['audio_period']}"
+                                                  f" audio frames when cached, {int(period)} now",
+                            _FIX.format(path=self.path))
+        grid = grid_starts(int(period), int(self.manifest["audio_frames"]), int(self.manifest["audio_stride"]))
+        index = nearest_grid(torch.as_tensor(starts), grid, int(period))
+        if self._pid != os.getpid():  # a forked worker: map its own files
+            self._maps, self._pid = {}, os.getpid()
+        key = "audio:" + video_id
+        arr = self._maps.get(key)
+        if arr is None:
+            arr = self._load(entry["audio_file"], (len(grid), int(self.manifest["audio_trunk_dim"])))
+            self._maps[key] = arr
+        rows = np.asarray(arr[index.numpy()], dtype=np.float32)
+        return torch.from_numpy(self._finite(video_id, rows))
+
+    def _load(self, name: str, want: tuple) -> np.ndarray:
+        """A cached float16 array of the expected shape, memory-mapped; refused with the fix otherwise."""
+        file = self.path / name
+        try:
+            arr = np.load(file, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(file, f"cannot read cached features ({e})", _FIX.format(path=self.path)) from None
+        if arr.shape != want or arr.dtype != np.float16:
+            raise DataError(file, f"cached features are {arr.dtype} {arr.shape}, the manifest says float16 {want}",
+                            _FIX.format(path=self.path))
+        return arr
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

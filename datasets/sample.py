@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from datasets.audio import segment_features
+from datasets.audio import segment_features, segment_window_starts
 from datasets.frames import draw_spatial_aug, tsn_sample
 from datasets.transcripts import segment_texts
 
@@ -26,15 +26,23 @@ class SampleSpec:
     sample_rate: int = 16000
 
 
+def silence(n_frames: int, fps: float, sample_rate: int) -> torch.Tensor:
+    """The waveform (N,) a video without usable audio gets: zeros of the video's length."""
+    return torch.zeros(max(1, round(n_frames / fps * sample_rate)))
+
+
 def build_sample(spec: SampleSpec, n_frames: int, fps: float, read_visual: Callable, training: bool,
                  generator: Optional[torch.Generator] = None, wave: Optional[torch.Tensor] = None,
-                 with_audio: bool = False, cues: Optional[Sequence] = None) -> dict:
+                 with_audio: bool = False, cues: Optional[Sequence] = None,
+                 read_audio: Optional[Callable] = None) -> dict:
     """The sample of one video (no 'label'/'index': the caller adds what it knows).
 
     read_visual(frame_indices (T, L), aug (8,), generator) -> {'video': uint8 (T, 3, L, S, S)} or the feature
     cache's fields; wave: float32 (N,) at spec.sample_rate, or None for silence of the video's length (with_audio);
-    cues: transcript cues (.start, .end, .text), or None for empty texts. Random draws (TSN offsets, the spatial
-    transform, audio windows, SpecAugment) come from `generator` in this order when training."""
+    cues: transcript cues (.start, .end, .text), or None for empty texts; read_audio(window starts (T,), period)
+    -> {'audio_feats': (T, W)}: the feature cache's audio trunk features instead of the windows themselves. Random
+    draws (TSN offsets, the spatial transform, audio windows, SpecAugment) come from `generator` in this order when
+    training."""
     frame_indices, seg_bounds = tsn_sample(torch.arange(n_frames), spec.seq_len, spec.snippet_duration, training,
                                            generator)
     seg_times = seg_bounds.double() / fps  # (T, 2)
@@ -51,7 +59,11 @@ def build_sample(spec: SampleSpec, n_frames: int, fps: float, read_visual: Calla
     sample.update(read_visual(frame_indices, aug, generator))
     if with_audio:
         if wave is None:
-            wave = torch.zeros(max(1, round(n_frames / fps * spec.sample_rate)))
+            wave = silence(n_frames, fps, spec.sample_rate)
+        if read_audio is not None:
+            sample.update(read_audio(*segment_window_starts(wave, seg_times, spec.sample_rate, spec.audio_frames,
+                                                            training, generator)))
+            return sample
         sample["audio"] = segment_features(
             wave, seg_times, spec.sample_rate, spec.audio_frames, spec.audio_features, spec.n_mfcc,
             training=training, spec_aug=spec.spec_augment and training, freq_mask=spec.freq_mask,

@@ -29,6 +29,8 @@ Sample dict (T = seq_len, L = snippet_duration, S = sample_size, F = audio_frame
 With a feature cache (`feature_cache`, CTEN's frozen backbone run once by tools/extract_features.py) `video`
 is replaced by
     visual_feats   float32 (T, D)           cached features of the sampled snippets (nearest grid snippet)
+    audio_feats    float32 (T, W)           instead of `audio`, when the cache holds the frozen audio trunk's
+                                            features (its `with_audio`): those of each segment's window
     grid_feats     float16 (G, D)           training only: the video's whole grid in the same spatial view,
     grid_starts    int64   (G,)             and each grid snippet's first frame (for the erased views);
                                             collate pads them to the longest grid of the batch
@@ -173,22 +175,32 @@ class VideoEmotionDataset(Dataset):
         g = None
         if self.training_aug:
             g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
+        wave, fps = self.wave_and_fps(index)
+        read_audio = None
+        if self.feature_cache is None:
+            read_visual = lambda fi, aug, g: {"video": self.read_frames(index, fi, aug)}  # noqa: E731
+        else:
+            read_visual = lambda fi, aug, g: self._cached_features(v, fi, aug, g)  # noqa: E731
+            if self.feature_cache.with_audio:
+                read_audio = lambda starts, period: {  # noqa: E731
+                    "audio_feats": self.feature_cache.audio_lookup(v["video_id"], starts, period)}
+        sample = build_sample(self.spec, v["n_frames"], fps, read_visual, self.training_aug, g, wave=wave,
+                              with_audio=self.with_audio, cues=self._cues(index), read_audio=read_audio)
+        sample.update(video_id=v["video_id"], label=torch.tensor(v["label"], dtype=torch.long),
+                      index=torch.tensor(index, dtype=torch.long))
+        return sample
+
+    def wave_and_fps(self, index: int) -> tuple:
+        """The decoded waveform (N,) or None (no audio read, or unusable with missing_audio='zeros'), and the frame
+        rate the sample uses."""
+        v = self.videos[index]
         wave = self._wave(index) if self.with_audio else None
         audio_seconds = None
         if wave is not None:
             audio_seconds = wave.numel() / self.sample_rate
         elif not self.with_audio and v["audio"].is_file():
             audio_seconds = audio_duration(v["audio"])
-        fps = read_fps(v["frame_dir"], v["n_frames"], audio_seconds, self.default_fps)
-        if self.feature_cache is None:
-            read_visual = lambda fi, aug, g: {"video": self.read_frames(index, fi, aug)}  # noqa: E731
-        else:
-            read_visual = lambda fi, aug, g: self._cached_features(v, fi, aug, g)  # noqa: E731
-        sample = build_sample(self.spec, v["n_frames"], fps, read_visual, self.training_aug, g, wave=wave,
-                              with_audio=self.with_audio, cues=self._cues(index))
-        sample.update(video_id=v["video_id"], label=torch.tensor(v["label"], dtype=torch.long),
-                      index=torch.tensor(index, dtype=torch.long))
-        return sample
+        return wave, read_fps(v["frame_dir"], v["n_frames"], audio_seconds, self.default_fps)
 
     def _cached_features(self, v: dict, frame_indices: torch.Tensor, aug: torch.Tensor, g) -> dict:
         """With a feature cache (datasets/feature_cache.py): the sampled snippets' features 'visual_feats' (T, D)

@@ -21,8 +21,10 @@ Outputs: logits (B, C), att_v / att_a (B, T), and for weakly-supervised detectio
 
 Where a part is switched off (the Table 2 ablations), it is the identity: without `intra` F' = F, without `inter`
 F'' = F' and the paper attention reads F' alone. Each attention is pooled as mean_t(A_t f_t) (the release's pooling)
-over F'' of its stream. The visual backbone is always frozen (eval mode, no gradients); `trainable_parameters()`
-lists what the optimiser should see: the audio branch and the heads. Pretrained weights are filled in afterwards by
+over F'' of its stream. The visual backbone is always frozen (eval mode, no gradients); the audio trunk is frozen
+alike with `freeze_audio` (paper Sec. 4.2; its projection still trains) and its input resized to `audio_resize`
+squared when > 0 (the paper's 224). `trainable_parameters()` lists what the optimiser should see: the heads, and
+the audio branch or its projection. Pretrained weights are filled in afterwards by
 models/pretrained.py: `load_resnet3d(path, model.visual)`, `load_torchvision_resnet(path, model.audio)`.
 """
 import torch
@@ -39,7 +41,7 @@ class CTEN(nn.Module):
                  visual_depth: int = 101,
                  visual_input: str = "kinetics400", audio_arch: str = "resnet18", audio_first_conv: str = "official",
                  feature_dim: int | None = None, dropout: float = 0.2, nonlocal_inner: int = 256, heads: int = 8,
-                 visual_chunk: int = 0, visual_bn: str = "eval"):
+                 visual_chunk: int = 0, visual_bn: str = "eval", freeze_audio: bool = False, audio_resize: int = 0):
         super().__init__()
         if modalities not in ("av", "v", "a"):
             raise ValueError(f"modalities {modalities!r} is not 'av', 'v' or 'a'")
@@ -63,7 +65,7 @@ class CTEN(nn.Module):
             feature_dim = self.visual.feature_dim
         dim = feature_dim or 2048
         self.feature_dim = dim
-        self.audio = AudioResNet(audio_arch, dim, audio_first_conv) if "a" in modalities else None
+        self.audio = AudioResNet(audio_arch, dim, audio_first_conv, audio_resize, freeze_audio) if "a" in modalities else None
 
         self.intra = None
         if intra:
@@ -86,6 +88,10 @@ class CTEN(nn.Module):
     def audio_features(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, T, F, 128) -> (B, T, D)."""
         return self.audio(audio)
+
+    def audio_trunk_features(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, T, F, 128) -> (B, T, W) audio trunk output (before the projection); what a feature cache stores."""
+        return self.audio.trunk_features(audio)
 
     def head(self, fv: torch.Tensor | None = None, fa: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Segment features (B, T, D) of the model's modalities -> {'logits' (B, C), 'att_v' (B, T), 'att_a' (B, T)}
@@ -123,19 +129,24 @@ class CTEN(nn.Module):
         return out
 
     def forward(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None,
-                visual_feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                visual_feats: torch.Tensor | None = None,
+                audio_feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """video uint8 (B, T, 3, L, S, S) or precomputed visual_feats (B, T, D) (frozen backbone: features computed
-        once, or read from a feature cache), audio (B, T, F, 128)."""
-        given = {"v": ("video", video if visual_feats is None else visual_feats), "a": ("audio", audio)}
+        once, or read from a feature cache), audio (B, T, F, 128) or precomputed audio trunk features audio_feats
+        (B, T, W) (frozen audio trunk)."""
+        given = {"v": ("video", video if visual_feats is None else visual_feats),
+                 "a": ("audio", audio if audio_feats is None else audio_feats)}
         absent = [given[m][0] for m in self.modalities if given[m][1] is None]
         if absent:
             raise ValueError(f"CTEN(modalities={self.modalities!r}) needs {' and '.join(absent)} input")
         fv = None
         if "v" in self.modalities:
             fv = visual_feats if visual_feats is not None else self.visual_features(video)
-        fa = self.audio_features(audio) if "a" in self.modalities else None
+        fa = None
+        if "a" in self.modalities:
+            fa = self.audio.project(audio_feats) if audio_feats is not None else self.audio_features(audio)
         return self.head(fv, fa)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The parameters the optimiser should update: everything but the frozen visual backbone."""
+        """The parameters the optimiser should update: everything but the frozen backbones."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -51,13 +51,13 @@ def test_the_check_fails_on_a_bad_entry(table):
     assert any("cten_official.epochs: an [ours] value needs a reason" in p for p in problems)
 
 
-def test_pending_options_are_checked_once_a_preset_sets_them(table):
+def test_a_preset_dropping_or_unsetting_a_sourced_value_is_caught(table):
     presets = copy.deepcopy(preset_table.project_presets())
-    assert "freeze_audio" not in presets["cten_ve8_paper"]  # another change adds it: tolerated until then
     presets["cten_ve8_paper"]["freeze_audio"] = False
     assert any("cten_ve8_paper: --freeze-audio is False" in p for p in preset_table.check(presets, table))
-    presets["cten_ve8_paper"]["freeze_audio"] = True
-    assert not any("cten_ve8_paper" in p for p in preset_table.check(presets, table))
+    del presets["cten_ve8_paper"]["audio_resize"]
+    assert any("--audio-resize is listed but preset 'cten_ve8_paper' does not set it" in p
+               for p in preset_table.check(presets, table))
 
 
 def test_run_sh_with_root_defaults_to_the_official_preset(tmp_path):

@@ -4,6 +4,8 @@ three ways to train, and the one-off extraction.
     python tools/bench_cten.py --out runs/bench_demo -- --preset cten_demo
     python tools/bench_cten.py --devices cuda --out runs/bench_ve8 -- --preset cten_ve8_paper --root DATA/VE8 \\
         --visual-weights resnet-101-kinetics.pth --workers 16
+    python tools/bench_cten.py --approaches ours,cache --videos 8 --views centre --out runs/bench_paper -- \\
+        --preset cten_ve8_paper --root data/demo/data --batch-size 2
 
 Everything after `--` is main.py's flags: the configuration, data and builders are main.py's own (opts.parse_args, the cten
 recipe, core/data.py, core/train.py `build_optimizer`, core.engine.train_one_epoch), so the
@@ -16,7 +18,8 @@ timings are of the code a run executes. Approaches, all on the same machine, con
   reuse     main.py with --erase-views reuse: one backbone pass; the views re-index the original pass's segment
             features (a named shortcut, not the paper's views)
   cache     main.py with --feature-cache: no backbone and no JPEG in training; features of the sampled and the
-            re-sampled snippets come from the cache (tools/extract_features.py; made first when absent)
+            re-sampled snippets come from the cache (tools/extract_features.py; made first when absent); with
+            --freeze-audio the frozen audio trunk's features too, so only the heads (and the audio projection) run
 
 (i) one training iteration, averaged over --iters after --warmup iterations, split into: data (the main loop's wait
 for the next batch; the loader's workers overlap it with compute), data in one process (producing one batch without
@@ -26,8 +29,11 @@ optimiser step, moving the batch to the device). (ii) seconds per training epoch
 each epoch, after --warmup-epochs untimed ones). The extraction's own time is reported apart, with the number of
 epochs after which the cache has paid for itself against `ours`.
 
-With a random backbone (no --visual-weights) every approach trains with the cache's saved random backbone, so all
-three see the same weights. Results go to OUT/bench.json as well as the printed table.
+With a random backbone (no --visual-weights) every approach trains with one random backbone saved in OUT, each
+residual block's last BatchNorm scale set to zero (the "zero-gamma" initialisation: a random R3D-101 with the usual
+initialisation gives features near 1e5-1e6, past float16, which the cache stores; the cost is the same); with
+--freeze-audio and no --audio-weights all train with the cache's saved random audio trunk, so all see the same weights. --videos N
+trains on N of the annotation's training videos (spread over its list; the annotation subset is written to OUT). Results go to OUT/bench.json as well as the printed table.
 """
 import argparse
 import json
@@ -50,16 +56,19 @@ from core.log import RunLogger  # noqa: E402
 from core.methods.base import StageContext  # noqa: E402
 from core.run import seed_everything  # noqa: E402
 from core.train import build_optimizer  # noqa: E402
-from datasets.annotations import run_polarity  # noqa: E402
+from core.methods.cten import reads_cached_audio  # noqa: E402
+from datasets.annotations import TEST_SUBSET, TRAIN_SUBSET, load_annotation, run_polarity  # noqa: E402
 from datasets.errors import DataError  # noqa: E402
 from datasets.feature_cache import MANIFEST, FeatureCache  # noqa: E402
 from datasets.video_emotion import VideoEmotionDataset, collate_samples  # noqa: E402
+from models.resnet3d import BasicBlock, Bottleneck, ResNet3D  # noqa: E402
 from tools import extract_features  # noqa: E402
 
 APPROACHES = ("official", "ours", "reuse", "cache")
 PARTS = (("data", "data (main-loop wait)"), ("data_one_process", "data in one process"),
          ("backbone_o", "backbone x_o"), ("backbone_views", "backbone x_k + x_l"),
-         ("views", "build erased views"), ("rest", "heads + backward + step"), ("total", "iteration total"))
+         ("views", "build erased views"), ("audio_trunk", "frozen audio trunk"), ("rest", "heads + backward + step"),
+         ("total", "iteration total"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                  "absent or made with other settings)")
     p.add_argument("--stride", type=int, default=8, help="extraction grid stride (default 8)")
     p.add_argument("--views", default="all", help="extraction views (default all = 10)")
+    p.add_argument("--audio-stride", type=int, default=10, help="extraction audio grid stride, with --freeze-audio "
+                                                                "(default 10 feature frames = 0.1 s)")
+    p.add_argument("--videos", type=int, default=0, help="train on this many training videos (default 0: all)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = p.parse_args(own)
     args.main_args = main_args
@@ -178,6 +190,39 @@ def build(args, device: torch.device, approach: str) -> dict:
     return dict(args=args, train=train, model=model, method=method, optimizer=optimizer, ctx=ctx)
 
 
+def subset_annotation(bench, main_args: list) -> list:
+    """--videos N: main.py flags pointing at an annotation with N of the training videos (and one test video)."""
+    if bench.videos <= 0:
+        return []
+    args = resolve(main_args, "cpu")
+    data = load_annotation(args.annotation)
+    train = [v for v, e in data["database"].items() if e["subset"] == TRAIN_SUBSET]
+    test = [v for v, e in data["database"].items() if e["subset"] == TEST_SUBSET][:1]
+    if bench.videos > len(train):
+        raise SystemExit(f"--videos {bench.videos}: {args.annotation} has {len(train)} training videos")
+    keep = train[::len(train) // bench.videos][:bench.videos] + test
+    path = Path(bench.out) / f"annotation_{bench.videos}.json"
+    path.write_text(json.dumps(dict(data, database={v: data["database"][v] for v in keep})))
+    return ["--annotation", str(path)]
+
+
+def random_backbone(bench, main_args: list) -> list:
+    """No --visual-weights: main.py flags naming a random 3D ResNet (seeded) whose residual blocks start at the
+    identity, saved in OUT (the module docstring says why)."""
+    if "--visual-weights" in main_args:
+        return []
+    args = resolve(main_args, "cpu")
+    path = Path(bench.out) / f"backbone_zero_gamma_r{args.visual_depth}_seed{args.seed}.pth"
+    if not path.is_file():
+        torch.manual_seed(args.seed)
+        model = ResNet3D(args.visual_depth, args.visual_input, frozen=True)
+        for block in model.modules():
+            if isinstance(block, (BasicBlock, Bottleneck)):
+                torch.nn.init.zeros_((block.bn3 if isinstance(block, Bottleneck) else block.bn2).weight)
+        torch.save({"state_dict": model.state_dict()}, path)
+    return ["--visual-weights", str(path)]
+
+
 def ensure_cache(bench, main_args: list, device: str, stats: dict) -> Path:
     """Extract the cache for this configuration unless a matching complete one is there; records its time."""
     args = resolve(main_args, device)
@@ -189,6 +234,14 @@ def ensure_cache(bench, main_args: list, device: str, stats: dict) -> Path:
             "--amp", args.amp if device == "cuda" else "none", "--seed", str(args.seed), "--no-progress"]
     if args.visual_weights:
         argv += ["--visual-weights", args.visual_weights]
+    if reads_cached_audio(args):  # the frozen audio trunk's features too
+        argv += ["--freeze-audio", "--modalities", args.modalities, "--audio-arch", args.audio_arch,
+                 "--audio-first-conv", args.audio_first_conv, "--audio-resize", str(args.audio_resize),
+                 "--audio-features", args.audio_features, "--audio-frames", str(args.audio_frames),
+                 "--audio-stride", str(bench.audio_stride), "--missing-audio", args.missing_audio,
+                 "--chunk", str(max(args.batch_size, 2))]
+        if args.audio_weights:
+            argv += ["--audio-weights", args.audio_weights]
     ex = extract_features.parse_args(argv)
     old = extract_features._read_manifest(cache)
     t = time.perf_counter()
@@ -205,16 +258,20 @@ def ensure_cache(bench, main_args: list, device: str, stats: dict) -> Path:
         "seconds": round(time.perf_counter() - t, 3) if fresh else old.get("seconds"),
         "measured_now": fresh, "videos": len(manifest["videos"]),
         "grid_snippets": sum(v["grid"] for v in manifest["videos"].values()), "views": len(manifest["views"]),
-        "stride": manifest["stride"], "cache": str(cache)}
+        "stride": manifest["stride"], "cache": str(cache),
+        "audio_windows": sum(v.get("audio_grid", 0) for v in manifest["videos"].values())}
     return cache
 
 
 def weights_args(main_args: list, cache: Path) -> list:
     """A random backbone: every approach trains with the cache's saved one."""
     manifest = json.loads((cache / MANIFEST).read_text())
+    extra = []
     if manifest["backbone_checkpoint"] == "random-init" and "--visual-weights" not in main_args:
-        return ["--visual-weights", manifest["backbone_weights_file"]]
-    return []
+        extra += ["--visual-weights", manifest["backbone_weights_file"]]
+    if manifest.get("audio_checkpoint") == "random-init" and "--audio-weights" not in main_args:
+        extra += ["--audio-weights", manifest["audio_weights_file"]]
+    return extra
 
 
 def approach_args(approach: str, cache: Path) -> list:
@@ -233,6 +290,8 @@ def breakdown(parts: dict, bench) -> dict:
     net, method = parts["model"], parts["method"]
     if getattr(net, "visual", None) is not None:
         net.visual_features = timers.wrap(net.visual_features, "backbone")
+    if getattr(net, "audio", None) is not None:
+        net.audio_trunk_features = timers.wrap(net.audio_trunk_features, "audio_trunk")
     method._view = timers.wrap(method._view, "views_total", views_flag=True)
     loader = TimedLoader(make_loader(parts["train"], args, DistInfo(), train=True), timers, bench.warmup,
                          bench.iters)
@@ -240,9 +299,11 @@ def breakdown(parts: dict, bench) -> dict:
     s, n = timers.sums, bench.iters
     out = {"data": s.get("data", 0.0) / n, "backbone_o": s.get("backbone", 0.0) / n,
            "backbone_views": s.get("backbone_views", 0.0) / n,
-           "views": (s.get("views_total", 0.0) - s.get("backbone_views", 0.0)) / n, "total": loader.wall / n}
-    out["rest"] = out["total"] - sum(out[k] for k in ("data", "backbone_o", "backbone_views", "views"))
-    del net.visual_features  # the instance attributes shadowed the methods
+           "views": (s.get("views_total", 0.0) - s.get("backbone_views", 0.0)) / n, "total": loader.wall / n,
+           "audio_trunk": s.get("audio_trunk", 0.0) / n}
+    out["rest"] = out["total"] - sum(out[k] for k in ("data", "backbone_o", "backbone_views", "views", "audio_trunk"))
+    for name in ("visual_features", "audio_trunk_features"):  # the instance attributes shadowed the methods
+        net.__dict__.pop(name, None)
     del method._view
     t = time.perf_counter()
     collate_samples([parts["train"][i % len(parts["train"])] for i in range(args.batch_size)])
@@ -266,11 +327,13 @@ def epoch_seconds(parts: dict, bench) -> float:
 def bench_device(bench, device_name: str) -> dict:
     device = torch.device(device_name)
     stats = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "approaches": {}}
-    cache = ensure_cache(bench, bench.main_args, device_name, stats)
-    common = weights_args(bench.main_args, cache)
+    main_args = bench.main_args + subset_annotation(bench, bench.main_args)
+    main_args += random_backbone(bench, main_args)
+    cache = ensure_cache(bench, main_args, device_name, stats)
+    common = weights_args(main_args, cache)
     for approach in bench.approaches:
         try:
-            args = resolve(bench.main_args, device_name, common + approach_args(approach, cache))
+            args = resolve(main_args, device_name, common + approach_args(approach, cache))
         except SystemExit:
             flags = " ".join(approach_args(approach, cache))
             stats["approaches"][approach] = {"error": f"main.py does not accept {flags}"}
@@ -284,7 +347,8 @@ def bench_device(bench, device_name: str) -> dict:
         stats["approaches"][approach] = row
         stats.setdefault("config", {k: getattr(args, k) for k in ("seq_len", "snippet_duration", "sample_size",
                                                                   "visual_depth", "batch_size", "workers", "modalities",
-                                                                  "amp", "annotation")})
+                                                                  "amp", "annotation", "audio_arch", "audio_resize",
+                                                                  "audio_features", "freeze_audio")})
         stats["train_videos"] = len(parts["train"])
     ours, cached = stats["approaches"].get("ours", {}), stats["approaches"].get("cache", {})
     if "epoch_seconds" in ours and "epoch_seconds" in cached and ours["epoch_seconds"] > cached["epoch_seconds"]:
@@ -299,7 +363,9 @@ def format_table(stats: dict) -> str:
     cfg = stats.get("config", {})
     lines = [f"== {stats['device']}: T={cfg.get('seq_len')} L={cfg.get('snippet_duration')} S={cfg.get('sample_size')} "
              f"R3D-{cfg.get('visual_depth')} batch {cfg.get('batch_size')} workers {cfg.get('workers')} "
-             f"modalities {cfg.get('modalities')}, {stats.get('train_videos')} training videos",
+             f"modalities {cfg.get('modalities')}, audio {cfg.get('audio_arch')} on {cfg.get('audio_features')} resized to "
+             f"{cfg.get('audio_resize') or 'as is'}{', frozen' if cfg.get('freeze_audio') else ''}, amp "
+             f"{cfg.get('amp')}, {stats.get('train_videos')} training videos",
              "(i) one training iteration, seconds",
              f"{'':<26}" + "".join(f"{n:>11}" for n in names)]
     for key, label in PARTS:
@@ -309,16 +375,17 @@ def format_table(stats: dict) -> str:
     epoch = {n: rows[n].get("epoch_seconds") for n in names}
     lines.append(f"{'seconds per epoch':<26}" + "".join(f"{'n/a':>11}" if epoch[n] is None else f"{epoch[n]:>11.2f}"
                                                         for n in names))
-    lines.append(f"{'speed-up vs official':<26}" + "".join(
-        f"{'n/a':>11}" if epoch[n] is None or epoch.get("official") is None
-        else f"{epoch['official'] / epoch[n]:>10.1f}x" for n in names))
+    for ref in ("official", "ours"):
+        if epoch.get(ref) is not None:
+            lines.append(f"{'speed-up vs ' + ref:<26}" + "".join(
+                f"{'n/a':>11}" if epoch[n] is None else f"{epoch[ref] / epoch[n]:>10.1f}x" for n in names))
     for n in names:
         if "error" in rows[n]:
             lines.append(f"{n}: {rows[n]['error']}")
     ex = stats["extraction"]
     lines.append(f"extraction: {ex['seconds']:.1f} s{'' if ex['measured_now'] else ' (recorded in the manifest)'} for "
                  f"{ex['videos']} videos, {ex['grid_snippets']} grid snippets x {ex['views']} views (stride "
-                 f"{ex['stride']})" + (f"; pays for itself after {ex['break_even_epochs']} epochs against 'ours'"
+                 f"{ex['stride']})" + (f", {ex['audio_windows']} audio windows" if ex.get("audio_windows") else "") + (f"; pays for itself after {ex['break_even_epochs']} epochs against 'ours'"
                                        if "break_even_epochs" in ex else ""))
     return "\n".join(lines)
 

@@ -17,6 +17,12 @@ datasets/feature_cache.py, which reads the cache (`main.py --feature-cache OUT`)
 A random backbone (no --visual-weights) is drawn from --seed and saved as OUT/backbone_random_init.pth; train with
 `--visual-weights OUT/backbone_random_init.pth` so the run's backbone is the cached one.
 
+With --freeze-audio (CTEN's frozen audio trunk, the paper's setting) the audio ResNet trunk, built as main.py builds
+it (--audio-arch, --audio-first-conv imagenet, --audio-resize, --audio-weights), is run too over a grid of each
+video's audio windows (--audio-features, --audio-frames; one window start every --audio-stride feature frames over
+one period of the audio) and stored as audio/<video_id>.npy (datasets/feature_cache.py). A random trunk (no
+--audio-weights) is saved as OUT/audio_random_init.pth: train with `--audio-weights OUT/audio_random_init.pth`.
+
 Decoding runs in --workers DataLoader processes, one item = one chunk of --chunk grid snippets of one video in all
 views (the backbone sees V x chunk clips at a time). The run is resumable: a video whose file is already there with
 the shape its frame count implies is skipped, each file is written atomically, and the manifest is marked complete
@@ -40,16 +46,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import opts  # noqa: E402
 from datasets.annotations import load_annotation  # noqa: E402
 from datasets.errors import DataError  # noqa: E402
-from datasets.feature_cache import (FORMAT, MANIFEST, RANDOM_INIT, grid_starts, parse_crops, sha256_file,  # noqa: E402
-                                    state_sha256, crop_aug)
+from datasets.annotations import TEST_SUBSET, TRAIN_SUBSET, subset_entries  # noqa: E402
+from datasets.audio import audio_period, windows  # noqa: E402
+from datasets.feature_cache import (AUDIO_FIELDS, FORMAT, MANIFEST, RANDOM_INIT, grid_starts,  # noqa: E402
+                                    parse_crops, sha256_file, state_sha256, crop_aug)
 from datasets.frames import count_frames, read_frames  # noqa: E402
-from models.pretrained import CheckpointError, load_resnet3d  # noqa: E402
+from datasets.sample import silence  # noqa: E402
+from datasets.video_emotion import VideoEmotionDataset  # noqa: E402
+from models.audio_resnet import AudioResNet  # noqa: E402
+from models.pretrained import CheckpointError, load_resnet3d, load_torchvision_resnet  # noqa: E402
 from models.resnet3d import INPUT_PRESETS, ResNet3D  # noqa: E402
 
 RANDOM_WEIGHTS = "backbone_random_init.pth"
+RANDOM_AUDIO_WEIGHTS = "audio_random_init.pth"
 # Manifest fields that change the features: an existing cache is only resumed when they all match.
 FEATURE_FIELDS = ("dataset_root", "frames_dir", "backbone_sha256", "backbone_state_sha256", "depth", "input_preset",
-                  "snippet_duration", "sample_size", "stride", "views", "feature_dim", "amp", "dtype")
+                  "snippet_duration", "sample_size", "stride", "views", "feature_dim", "amp", "dtype",
+                  *AUDIO_FIELDS, "audio_stride")
 def parse_args(argv=None) -> argparse.Namespace:
     """main.py's options (the data root, the backbone flags, --preset, --workers, --device, --amp, --overwrite: here,
     discard an existing cache in --out made with other settings, ...) plus this tool's own group."""
@@ -61,11 +74,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--crops", default="all", help="stored spatial crops: 'all' (5 crops x flip = 10, default), "
                                                   "'crops' (5), 'centre', or a comma list of <crop>[+flip], crop in "
                                                   "centre, top-left, top-right, bottom-left, bottom-right")
+    g.add_argument("--audio-stride", type=int, default=10, help="with --freeze-audio: feature frames (10 ms) between "
+                                                                 "audio grid window starts (default 10; 1 = exact)")
     g.add_argument("--chunk", type=int, default=16, help="grid snippets per loader item; the backbone sees crops x "
                                                          "chunk clips at once (default 16)")
     p.set_defaults(amp="none")  # float32 features unless --amp is asked for
     args = opts.parse_args(argv, parser=p)
-    for name in ("stride", "chunk", "snippet_duration", "sample_size"):
+    for name in ("stride", "chunk", "snippet_duration", "sample_size", "audio_stride"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
@@ -105,6 +120,70 @@ def build_backbone(args, out: Path) -> tuple:
                 input_preset=args.visual_input, input_mean=list(mean), input_std=list(std),
                 feature_dim=model.feature_dim)
     return model, info
+
+
+def build_audio_trunk(args, out: Path) -> tuple:
+    """The frozen audio ResNet (its trunk is what is cached) and its manifest fields; a random one is saved to (or,
+    on resume, read from) OUT, as the visual backbone."""
+    make = lambda: AudioResNet(args.audio_arch, 8, args.audio_first_conv, args.audio_resize, frozen=True)  # noqa
+    if args.audio_weights:
+        model = make()
+        load_torchvision_resnet(args.audio_weights, model)
+        info = {"audio_checkpoint": str(Path(args.audio_weights).resolve()),
+                "audio_sha256": sha256_file(args.audio_weights)}
+    else:
+        saved, old = out / RANDOM_AUDIO_WEIGHTS, _read_manifest(out)
+        if saved.is_file() and old is not None and old.get("backbone_seed") == args.seed \
+                and old.get("audio_checkpoint") == RANDOM_INIT:
+            model = make()
+            load_torchvision_resnet(saved, model)
+        else:
+            torch.manual_seed(args.seed + 1)
+            model = make()
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = saved.with_suffix(".tmp")
+            torch.save({"state_dict": model.trunk.state_dict()}, tmp)
+            os.replace(tmp, saved)
+        info = {"audio_checkpoint": RANDOM_INIT, "audio_sha256": sha256_file(saved),
+                "audio_weights_file": str(saved.resolve())}
+    info.update(audio_arch=args.audio_arch, audio_first_conv=args.audio_first_conv, audio_resize=args.audio_resize,
+                audio_features=args.audio_features, audio_frames=args.audio_frames, audio_stride=args.audio_stride,
+                audio_trunk_dim=model.trunk_dim, audio_state_sha256=state_sha256(model.trunk.state_dict()))
+    return model.eval(), info
+
+
+def extract_audio(args, model: AudioResNet, out: Path, entries: dict, device: torch.device, autocast) -> int:
+    """The audio trunk's features of every video in `entries` (those with frames) -> audio/<video_id>.npy float16
+    (G_a, W); adds audio_file, audio_grid, audio_period to each entry. Returns the number of files written."""
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    data = load_annotation(args.annotation)
+    written = 0
+    for subset, name in (("train", TRAIN_SUBSET), ("test", TEST_SUBSET)):
+        if not subset_entries(data, name):
+            continue
+        ds = VideoEmotionDataset(root=args.root, annotation_path=args.annotation, subset=subset, val_fraction=0.0,
+                                 with_audio=True, audio_features=args.audio_features, audio_frames=args.audio_frames,
+                                 missing_audio=args.missing_audio, on_missing="skip", default_fps=args.default_fps,
+                                 frames_dir=args.frames_dir)
+        for i, v in enumerate(ds.videos):
+            if v["video_id"] not in entries:
+                continue
+            wave, fps = ds.wave_and_fps(i)
+            if wave is None:
+                wave = silence(v["n_frames"], fps, ds.sample_rate)
+            period = audio_period(wave.numel(), ds.sample_rate)
+            starts = grid_starts(period, args.audio_frames, args.audio_stride)  # (G_a,)
+            file = f"audio/{v['video_id']}.npy"
+            entries[v["video_id"]].update(audio_file=file, audio_grid=len(starts), audio_period=period)
+            if _is_done(out / file, (len(starts), model.trunk_dim)):
+                continue
+            x = windows(wave, starts, period, ds.sample_rate, args.audio_frames, args.audio_features)  # (G_a, F, M)
+            with torch.inference_mode(), autocast:
+                feats = torch.cat([model.trunk_features(c[None].to(device))[0].float().cpu()
+                                   for c in x.split(args.chunk)])  # (G_a, W)
+            _save_npy(out / file, to_float16(feats.numpy(), out / file, "audio trunk"))
+            written += 1
+    return written
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -202,15 +281,19 @@ def extract(args) -> dict:
         raise DataError(args.annotation, "no video of the annotation has frames", "check --root and --frames-dir")
 
     old = _read_manifest(out)
-    stale = sorted((out / "feats").glob("*.npy*")) if (out / "feats").is_dir() else []
+    stale = [p for d in ("feats", "audio") if (out / d).is_dir() for p in sorted((out / d).glob("*.npy*"))]
     if args.overwrite:
-        for path in stale + [out / RANDOM_WEIGHTS, out / MANIFEST]:
+        for path in stale + [out / RANDOM_WEIGHTS, out / RANDOM_AUDIO_WEIGHTS, out / MANIFEST]:
             path.unlink(missing_ok=True)
         old = None
     elif old is None and stale:
         raise DataError(out, f"{len(stale)} feature files but no readable {MANIFEST}, so their settings are unknown",
                         "pass --overwrite to discard them, or give another --out")
     backbone, info = build_backbone(args, out)
+    audio_model = None
+    if args.freeze_audio and args.modalities != "v":
+        audio_model, audio_info = build_audio_trunk(args, out)
+        info.update(audio_info)
     manifest = {"format": FORMAT, "created_with": "tools/extract_features.py", "complete": False,
                 "dataset_root": str(Path(args.root).resolve()), "frames_dir": args.frames_dir,
                 "annotation": str(Path(args.annotation).resolve()), "annotation_sha256": sha256_file(args.annotation),
@@ -219,8 +302,8 @@ def extract(args) -> dict:
                 "dtype": "float16", "grid": "starts every `stride` frames in [0, n) plus n - L; frames (start + l) % n",
                 "layout": "feats/<video_id>.npy float16 (views, grid, dim)"}
     if old is not None:
-        changed = [f"{k}: {old.get(k)!r} in the cache, {manifest[k]!r} now"
-                   for k in FEATURE_FIELDS if old.get(k) != manifest[k]]
+        changed = [f"{k}: {old.get(k)!r} in the cache, {manifest.get(k)!r} now"
+                   for k in FEATURE_FIELDS if old.get(k) != manifest.get(k)]
         if changed:
             raise DataError(out / MANIFEST, f"the cache in --out was made with other settings ({'; '.join(changed)})",
                             "give another --out, or pass --overwrite to discard it")
@@ -256,18 +339,30 @@ def extract(args) -> dict:
             C = index.shape[0]
             clips = frames[:, index].permute(0, 1, 3, 2, 4, 5).reshape(V * C, 3, args.snippet_duration,
                                                                         args.sample_size, args.sample_size)
-            feats = backbone(clips).float().view(V, C, D).cpu().numpy().astype(np.float16)
+            feats = to_float16(backbone(clips).float().view(V, C, D).cpu().numpy(), out / v["file"], "3D ResNet")
             buf = buffers.setdefault(k, np.empty((V, entries[v["video_id"]]["grid"], D), np.float16))
             buf[:, item["first"]:item["first"] + C] = feats
             done[k] = done.get(k, 0) + C
             if done[k] == buf.shape[1]:
                 _save_npy(out / v["file"], buffers.pop(k))
                 bar.set_postfix(videos=f"{len(done) - len(buffers)}/{len(todo)}")
+    if audio_model is not None:
+        extract_audio(args, audio_model.to(device), out, entries, device, autocast)
     manifest.update(complete=True, videos=entries, skipped={vid: why for vid, why in missing.items()},
                     seconds=round(time.perf_counter() - t0, 3), device=str(device))
     _write_manifest(out, manifest)
     return {"extracted": len(todo), "reused": reused, "skipped_missing": len(missing),
             "seconds": manifest["seconds"], "manifest": str(out / MANIFEST)}
+
+
+def to_float16(feats: np.ndarray, file: Path, network: str) -> np.ndarray:
+    """float32 features -> the cache's float16; refused when a value is past float16's range (or not finite)."""
+    big = float(np.abs(feats).max()) if feats.size else 0.0
+    if not np.isfinite(feats).all() or big > float(np.finfo(np.float16).max):
+        raise DataError(file, f"the {network}'s features reach {big:.3g}, past float16's range (65504), which the "
+                              f"cache stores", "extract with the pretrained weights the run uses (a deep network's "
+                              "random initialisation can give such features)")
+    return feats.astype(np.float16)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

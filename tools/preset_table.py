@@ -106,8 +106,7 @@ def check(presets: dict, table: dict) -> list:
                 listed = [e.get("value") for e in entries(families[fam]["values"], option)]
                 problems.append(f"{preset}: {flag(option)} is {value!r} but {SOURCES.name} ({fam}) gives {listed}")
     for (preset, option), fam in covered.items():
-        held = [e for e in entries(families[fam]["values"], option) if "pending" not in e]
-        if held and option not in presets.get(preset, {option: None}):
+        if option not in presets.get(preset, {option: None}):
             problems.append(f"{fam}: {flag(option)} is listed but preset {preset!r} does not set it")
     return problems
 
@@ -131,17 +130,9 @@ def render(presets: dict, table: dict) -> str:
         lines += ["| option | value | kind | source |", "| --- | --- | --- | --- |"]
         for option in sorted(spec["values"]):
             for e in entries(spec["values"], option):
-                if "pending" in e and not any(option in presets[p] for p in held):
-                    continue
                 lines.append(f"| `{flag(option)}` | `{e['value']!r}` | {e['kind']} | {label(e)} |")
         lines.append("")
     return "\n".join(lines + [END])
-
-
-def pending(table: dict) -> list:
-    """Entries another change will add: ['family.option (note)']."""
-    return [f"{fam}.{option} ({e['pending']})" for fam, spec in table["families"].items()
-            for option in spec["values"] for e in entries(spec["values"], option) if "pending" in e]
 
 
 def main(argv=None) -> int:
@@ -155,9 +146,7 @@ def main(argv=None) -> int:
         problems = check(presets, table)
         for line in problems:
             print(line, file=sys.stderr)
-        notes = pending(table)
-        print(f"{len(problems)} problem(s) over {len(presets)} presets"
-              + (f"; pending: {', '.join(notes)}" if notes else ""))
+        print(f"{len(problems)} problem(s) over {len(presets)} presets")
         return 1 if problems else 0
     text = render(presets, table)
     if not args.write:

@@ -1,8 +1,9 @@
 """CTEN's training step: the original video plus the keyframe and context views of temporal erasing (Sec. 3.3).
 
 Per iteration (paper Eqs. 8-12):
-  1. x_o: the frozen visual backbone gives F_v once (no gradient; or the feature cache gives it); the network
-     gives logits and the temporal attention of each modality.
+  1. x_o: the frozen visual backbone gives F_v once (no gradient; or the feature cache gives it); with
+     --freeze-audio the frozen audio trunk's features likewise (once per iteration, or from the cache; the erased
+     views gather them as they would the windows); the network gives logits and each modality's temporal attention.
   2. The erasing rule splits the T segments into keyframes and context (models/erasing.py); the logs carry the
      share of videos whose keyframe / context view is empty (`empty_key_views`, `empty_context_views`) and the
      mean share of keyframe segments (`keyframe_fraction`), averaged over the epoch by the engine.
@@ -27,7 +28,7 @@ from core.engine import unwrap
 from core.losses import classification_loss
 from core.methods.base import Recipe, Stage, StageContext, WeightFlag
 from core.weights import load_weight
-from datasets.feature_cache import FeatureCache, cache_expectation, grid_lookup
+from datasets.feature_cache import FeatureCache, audio_expectation, cache_expectation, grid_lookup
 from datasets.frames import erased_view_frames
 from models.cten import CTEN
 from models.erasing import ERASE_RULES, erasing_masks, reuse_view, view_stats
@@ -67,7 +68,8 @@ class CTENMethod:
         self.read_frames, self.grid_lookup = read_frames, grid_lookup
 
     def predict(self, model, batch: dict) -> dict:
-        return model(video=batch.get("video"), audio=batch.get("audio"), visual_feats=batch.get("visual_feats"))
+        return model(video=batch.get("video"), audio=batch.get("audio"), visual_feats=batch.get("visual_feats"),
+                     audio_feats=batch.get("audio_feats"))
 
     def predict_views(self, model, batch: dict) -> dict:
         """Evaluation of the erased views (tools/attention_eval.py): the trained attention picks keyframes and
@@ -77,13 +79,14 @@ class CTENMethod:
         fv = batch.get("visual_feats")
         if fv is None and "v" in net.modalities:
             fv = net.visual_features(batch["video"])  # (B, T, D)
-        audio = batch["audio"] if "a" in net.modalities else None
-        out = net(visual_feats=fv, audio=audio)
+        a_key = "audio_feats" if batch.get("audio_feats") is not None else "audio"  # cached frozen trunk or raw
+        audio = batch[a_key] if "a" in net.modalities else None
+        out = net(visual_feats=fv, **{a_key: audio})
         keyframes, context = erasing_masks([out[f"att_{m}"].float() for m in net.modalities], self.theta, self.rule)
         views = {}
         for name, keep in (("keyframe", keyframes), ("context", context)):
             fv_x, a_x = self._view(net, batch, fv, audio, keep, training=False)
-            views[name] = net(visual_feats=fv_x, audio=a_x)["logits"]
+            views[name] = net(visual_feats=fv_x, **{a_key: a_x})["logits"]
         return views
 
     def train_step(self, model, batch: dict, epoch: int):
@@ -93,8 +96,15 @@ class CTENMethod:
         if fv is None and "v" in net.modalities:
             with torch.no_grad():
                 fv = net.visual_features(batch["video"])  # (B, T, D), frozen backbone
-        audio = batch["audio"] if "a" in net.modalities else None
-        out = model(visual_feats=fv, audio=audio)  # x_o through the (possibly DDP-wrapped) model
+        audio, fa = None, None  # raw audio (B, T, F, M) through the trunk, or the frozen trunk's features (B, T, W)
+        if "a" in net.modalities:
+            fa = batch.get("audio_feats")  # from the feature cache
+            if fa is None and getattr(getattr(net, "audio", None), "frozen", False):
+                with torch.no_grad():
+                    fa = net.audio_trunk_features(batch["audio"])  # frozen trunk: once per iteration
+            audio = batch["audio"] if fa is None else None
+        a_key = "audio" if fa is None else "audio_feats"
+        out = model(visual_feats=fv, **{a_key: audio if fa is None else fa})  # x_o through the (possibly DDP) model
         loss_o = self.criterion(out["logits"], labels)
         logs = {"loss_o": loss_o.item(), "acc_o": _acc(out["logits"], labels)}
         if not self.erase:
@@ -102,9 +112,10 @@ class CTENMethod:
 
         atts = [out[f"att_{m}"].detach().float() for m in net.modalities]  # (B, T) each
         keyframes, context = erasing_masks(atts, self.theta, self.rule)  # Eq. 9
-        fv_k, a_k = self._view(net, batch, fv, audio, keyframes)
-        fv_l, a_l = self._view(net, batch, fv, audio, context)
-        logits_k, logits_l = self._view_logits(net, (fv_k, a_k), (fv_l, a_l))
+        a_in = audio if fa is None else fa
+        fv_k, a_k = self._view(net, batch, fv, a_in, keyframes)
+        fv_l, a_l = self._view(net, batch, fv, a_in, context)
+        logits_k, logits_l = self._view_logits(net, (fv_k, a_k), (fv_l, a_l), a_key)
         loss_k, loss_l = self.criterion(logits_k, labels), self.criterion(logits_l, labels)
         loss = loss_o + loss_k + loss_l  # Eq. 12
         if self.reduction == "mean":
@@ -113,18 +124,20 @@ class CTENMethod:
                     acc_l=_acc(logits_l, labels), **view_stats(keyframes, context))
         return loss, logs
 
-    def _view_logits(self, net, view_k: tuple, view_l: tuple) -> tuple:
-        """Logits (B, C) of the keyframe and context views, each given as (visual feats (B, T, D), audio); through
-        the unwrapped net (DDP syncs every gradient on the one backward of the loss)."""
+    def _view_logits(self, net, view_k: tuple, view_l: tuple, a_key: str = "audio") -> tuple:
+        """Logits (B, C) of the keyframe and context views, each given as (visual feats (B, T, D), audio input);
+        `a_key`: 'audio' (raw, through the trunk) or 'audio_feats' (the frozen trunk's features). Through the
+        unwrapped net (DDP syncs every gradient on the one backward of the loss)."""
         if self.view_passes == "separate":
-            return tuple(net(visual_feats=fv, audio=a)["logits"] for fv, a in (view_k, view_l))
+            return tuple(net(visual_feats=fv, **{a_key: a})["logits"] for fv, a in (view_k, view_l))
         cat = lambda x, y: None if x is None else torch.cat([x, y])  # noqa: E731
-        out = net(visual_feats=cat(view_k[0], view_l[0]), audio=cat(view_k[1], view_l[1]))  # one batch of 2B
+        out = net(visual_feats=cat(view_k[0], view_l[0]), **{a_key: cat(view_k[1], view_l[1])})  # one batch of 2B
         return out["logits"].chunk(2)
 
     def _view(self, net, batch, fv, audio, keep, training: bool = True):
-        """Visual features (B, T, D) and audio (B, T, F, M) of the view made of the segments in `keep` (B, T);
-        an empty row means the whole video. training: TSN's random snippet offsets, else the centred ones."""
+        """Visual features (B, T, D) and audio (B, T, F, M) or audio trunk features (B, T, W) of the view made of the
+        segments in `keep` (B, T); an empty row means the whole video. training: TSN's random snippet offsets, else
+        the centred ones."""
         B, T = keep.shape
         keep = keep | ~keep.any(dim=1, keepdim=True)
         if self.views == "reuse":
@@ -153,7 +166,7 @@ class CTENMethod:
         a_view = audio
         if audio is not None and self.erase_audio:
             src = torch.stack(sources).to(audio.device)  # (B, T)
-            a_view = audio.gather(1, src.view(B, T, 1, 1).expand_as(audio))
+            a_view = audio.gather(1, src.view(B, T, *[1] * (audio.dim() - 2)).expand_as(audio))
         return fv_view, a_view
 
 
@@ -180,6 +193,8 @@ class CTENArch:
     audio_first_conv: str
     dropout: float
     visual_bn: str = "eval"
+    freeze_audio: bool = False
+    audio_resize: int = 0
 
 
 # The two whole configurations; docs/preset_sources.json gives each value's source (paper section or release
@@ -191,12 +206,13 @@ _SHARED = dict(PROTOCOL_PAPER, lr=2e-4, batch_size=32, epochs=100, snippet_durat
                visual_depth=101, loss="ce", amp="none", view_passes="separate", det_method="oic")
 # The paper (Sec. 3-4.2): SGD lr 2e-4, batch 32, T = 10, ResNet-50 audio on MFCC, the per-modality attention (Eq. 7),
 # Eq. 5's direction, the identity non-local block, the keyframe rule of Eq. 9, both modalities erased, the summed
-# loss (Eq. 12), detection read from the temporal attention (Sec. 4.5). Weight decay and epochs are the release's
+# loss (Eq. 12), detection read from the temporal attention (Sec. 4.5), the fixed feature extractor and MFCC
+# resized to 224 x 224 (Sec. 4.2). Weight decay and epochs are the release's
 # (the paper gives none).
 PAPER = dict(_SHARED, optimizer="sgd", momentum=0.9, weight_decay=5e-4, seq_len=10, visual_input="kinetics400",
              audio_arch="resnet50", audio_first_conv="imagenet", audio_features="mfcc", temporal_attention="paper",
              inter_direction="paper", nonlocal_init="identity", erase_rule="paper", erase_audio=True,
-             loss_reduction="sum", det_source="attention")
+             loss_reduction="sum", det_source="attention", freeze_audio=True, audio_resize=224)
 # The release (opts.py, train.py, models/vaanet_erase.py): Adam, T = 16, ResNet-18 audio on fbank, the joint
 # attention, its non-local init and inter-modal direction, its erasing rule (audio not erased), the two erased
 # views as separate forward passes, the mean loss. The release has no detection code: the classifier read per
@@ -215,6 +231,11 @@ VISUAL_INPUT_FILES = {"kinetics400": "Hara et al.'s Kinetics-400 file, 3D-ResNet
                       "kinetics_moments": "Hara et al.'s Kinetics-700 + Moments file, 3D-ResNets-PyTorch",
                       "official": "the file the CTEN release loads, fed with its own scaling"}
 AUDIO_WEIGHT_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet50": "resnet50-0676ba61.pth"}
+
+
+def reads_cached_audio(args) -> bool:
+    """Whether a run with --feature-cache reads the audio trunk's features from it: the trunk is frozen and used."""
+    return bool(args.freeze_audio) and args.modalities != "v"
 
 
 def visual_weight_file(depth: int, visual_input: str) -> str:
@@ -273,6 +294,13 @@ class CTENRecipe(Recipe):
                             "on 1 channel (half the compute; takes the ImageNet kernel summed over RGB with "
                             "--audio-weights)")
         g.add_argument("--audio-weights", default=None, help="torchvision ImageNet state_dict for the audio ResNet")
+        g.add_argument("--freeze-audio", action=B, default=False,
+                       help="fix the audio ResNet trunk (no gradients, BatchNorm running statistics), as the paper "
+                            "fixes the whole feature extractor (Sec. 4.2); its projection still trains [ours]; with "
+                            "--feature-cache the trunk's features are read from the cache")
+        g.add_argument("--audio-resize", type=int, default=0, metavar="N",
+                       help="resize each segment's audio input to N x N (bilinear) before the ResNet; the paper "
+                            "resizes MFCC to 224 x 224 for its ImageNet ResNet-50; 0: off (the release)")
         g.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")
 
         g = parser.add_argument_group("CTEN temporal erasing")
@@ -298,6 +326,17 @@ class CTENRecipe(Recipe):
                             "crop/flip, or any")
 
     def validate(self, args) -> None:
+        if args.audio_resize < 0:
+            raise ValueError(f"--audio-resize {args.audio_resize}: give a side length > 0, or 0 for no resizing")
+        if args.feature_cache and reads_cached_audio(args):
+            if args.spec_augment:
+                raise ValueError("--feature-cache with --freeze-audio reads the audio trunk's features of clean "
+                                 "windows; --spec-augment masks the input every step: leave one of the two out")
+            if args.audio_first_conv == "official":
+                raise ValueError("--feature-cache with --freeze-audio needs an audio trunk that a weight file fixes; "
+                                 "--audio-first-conv official starts its first conv at random in every run (no "
+                                 "published file fits it): use --audio-first-conv imagenet, or leave out one of the "
+                                 "two")
         if args.feature_cache and args.visual_bn == "train":
             raise ValueError("--feature-cache holds features of the backbone in eval mode; --visual-bn train changes "
                              "them every step: leave one of the two out")
@@ -310,9 +349,14 @@ class CTENRecipe(Recipe):
 
     def feature_cache(self, args) -> Optional[FeatureCache]:
         """The --feature-cache folder (core/data.py calls this only when it is set), checked against this run's
-        backbone settings (a stale cache is refused)."""
+        backbone settings (a stale cache is refused); with --freeze-audio against its audio trunk's too, and the
+        frozen trunk's features are then read from it."""
+        audio = None
+        if reads_cached_audio(args):
+            audio = audio_expectation(args.audio_arch, args.audio_first_conv, args.audio_resize, args.audio_features,
+                                      args.audio_frames, args.audio_weights)
         expect = cache_expectation(args.annotation, args.visual_depth, args.visual_input, args.snippet_duration,
-                                   args.sample_size, args.visual_weights)
+                                   args.sample_size, args.visual_weights, audio=audio)
         return FeatureCache(args.feature_cache, expect=expect)
 
     def build_model(self, arch: CTENArch, n_classes: int) -> CTEN:
@@ -321,7 +365,7 @@ class CTENRecipe(Recipe):
                     nonlocal_init=arch.nonlocal_init, inter_direction=arch.inter_direction,
                     visual_depth=arch.visual_depth, visual_input=arch.visual_input,
                     audio_arch=arch.audio_arch, audio_first_conv=arch.audio_first_conv, dropout=arch.dropout,
-                    visual_bn=arch.visual_bn)
+                    visual_bn=arch.visual_bn, freeze_audio=arch.freeze_audio, audio_resize=arch.audio_resize)
 
     def expected_weights(self, args) -> list:
         """The files named in docs/weights.md: the 3D ResNet of --visual-input's scaling, the ImageNet ResNet of
