@@ -70,6 +70,10 @@ def add_data_options(g) -> None:
                         "features instead of frames (methods that support it; the end-to-end path stays the "
                         "reference)")
     g.add_argument("--workers", type=int, default=4, help="DataLoader worker processes")
+    g.add_argument("--decode-device", choices=["cpu", "cuda"], default="cpu",
+                   help="where CTEN's re-sampled erased views are decoded: cpu (PIL in threads) or cuda (the JPEG "
+                        "bytes read in threads, decoded batched with torchvision's decode_jpeg on the GPU; falls "
+                        "back to cpu without CUDA)")
 
 
 def add_training_options(g) -> None:
