@@ -27,7 +27,7 @@ class TrainContext:
     device: torch.device
     logger: RunLogger
     dist: DistInfo = field(default_factory=DistInfo)
-    amp: str = "none"  # 'none' | 'fp16' | 'bf16' (CUDA only)
+    amp: str = "none"  # 'none' | 'fp16' | 'bf16' (CUDA only, unless cpu_autocast)
     accum_steps: int = 1
     clip_grad: float = 0.0
     ema: Optional[ModelEMA] = None
@@ -35,9 +35,10 @@ class TrainContext:
     global_step: int = 0
     progress: bool = True
     log_every: int = 10
+    cpu_autocast: bool = False  # autocast on the CPU too (tests, tools/gpu_check.py --tiny: the AMP path without a GPU)
 
     def autocast(self):
-        enabled = self.amp != "none" and self.device.type == "cuda"
+        enabled = self.amp != "none" and (self.device.type == "cuda" or self.cpu_autocast)
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=enabled)
 
