@@ -11,7 +11,7 @@ from tools import gpu_check
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "gpu_check.json"
-    assert gpu_check.main(["--tiny", "--presets", "cten_*_official,mbt_*_official", "--max-batch", "4",
+    assert gpu_check.main(["--tiny", "--presets", "cten_*_official,mbt_*_official,mart_*_official", "--max-batch", "4",
                            "--parts", "precision,max_batch,loader,decode", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
@@ -20,7 +20,7 @@ def test_every_precision_trains_with_finite_losses_and_amp_logits_close_to_fp32(
     rows = results["precision"]
     assert {(r["preset"], r["precision"]) for r in rows} == {(p, q) for p in results["presets"]
                                                              for q in ("fp32", "bf16", "fp16")}
-    assert results["presets"][0].startswith("cten_") and results["presets"][1].startswith("mbt_")
+    assert [p.split("_")[0] for p in results["presets"]] == ["cten", "mbt", "mart"]
     for r in rows:
         assert r["finite"] and r["s_per_iter"] > 0, r
         limit = {"fp32": 0.0, "bf16": 0.1, "fp16": 0.01}[r["precision"]]  # fp32 is the reference itself
@@ -30,8 +30,9 @@ def test_every_precision_trains_with_finite_losses_and_amp_logits_close_to_fp32(
 
 
 def test_batch_doubling_loader_and_decoding_report(results):
-    (mb,) = results["max_batch"]
-    assert mb["preset"].startswith("mbt_") and mb["max_batch"] == 4 and mb["limit"] == "--max-batch 4"
+    assert [mb["preset"].split("_")[0] for mb in results["max_batch"]] == ["mbt", "mart"]
+    for mb in results["max_batch"]:
+        assert mb["max_batch"] == 4 and mb["limit"] == "--max-batch 4"
     for r in results["loader"]:
         assert r["loader_frames_per_s"] > 0 and r["step_frames_per_s"] > 0
         assert r["bound"] == ("loader" if r["loader_frames_per_s"] < r["step_frames_per_s"] else "GPU step")
