@@ -92,6 +92,10 @@ def add_data_options(g) -> None:
                         "reference)")
     g.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes (default: min(4, the CPU cores this process may use))")
+    g.add_argument("--decode-device", choices=["cpu", "cuda"], default="cpu",
+                   help="where CTEN's re-sampled erased views are decoded: cpu (PIL in threads) or cuda (the JPEG "
+                        "bytes read in threads, decoded batched with torchvision's decode_jpeg on the GPU; falls "
+                        "back to cpu without CUDA)")
 
 
 def add_training_options(g) -> None:

@@ -4,6 +4,8 @@
 #   bash run.sh                 set up .venv, build + preprocess the demo set, train CTEN on it, evaluate
 #   bash run.sh mbt | mart      the same with the MART backbone alone (MBT), or MART stage 1 + 2
 #   bash run.sh test            set up .venv and run the test suite
+#   bash run.sh gpu-check       on a new GPU machine: every preset's precisions, memory, largest batch, NCCL, the
+#                               loader against the step, GPU JPEG decoding (tools/gpu_check.py; JSON in OUT)
 #   ROOT=/data/VE8 bash run.sh cten --visual-weights r3d101_KM_200ep.pth \
 #       --audio-weights resnet18-f37072fd.pth       (preset <mode>_ve8_official, the release's setting; PRESET=
 #                                                    cten_ve8_paper for the paper's; non-demo presets refuse to
@@ -61,6 +63,8 @@ case "$MODE" in
     exec "$PY" -m pytest "$@" ;;
   setup)
     exit 0 ;;
+  gpu-check)
+    exec "$PY" tools/gpu_check.py --out "${OUT:-runs/gpu_check.json}" "$@" ;;
   cten|mbt|mart)
     if [ -z "${ROOT:-}" ]; then
       demo_data
@@ -76,5 +80,5 @@ case "$MODE" in
     fi
     exec "$PY" main.py --method "$MODE" "$@" ;;
   *)
-    echo "usage: bash run.sh [cten|mbt|mart|test|setup] [main.py flags...]" >&2; exit 2 ;;
+    echo "usage: bash run.sh [cten|mbt|mart|test|setup|gpu-check] [main.py flags...]" >&2; exit 2 ;;
 esac

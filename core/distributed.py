@@ -22,11 +22,12 @@ class DistInfo:
 
 
 def init_distributed(device: str) -> DistInfo:
-    """Initialise the process group when launched by torchrun (RANK/WORLD_SIZE set): NCCL on CUDA, gloo on CPU."""
+    """Initialise the process group when launched by torchrun (RANK/WORLD_SIZE set): NCCL for CUDA tensors (with
+    gloo beside it for the CPU tensors the engine reduces: its epoch statistics), gloo on CPU."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
-    backend = "nccl" if device == "cuda" else "gloo"
+    backend = "cpu:gloo,cuda:nccl" if device == "cuda" else "gloo"
     if device == "cuda":
         torch.cuda.set_device(info.local_rank)
     dist.init_process_group(backend=backend)

@@ -29,7 +29,7 @@ class TrainContext:
     device: torch.device
     logger: RunLogger
     dist: DistInfo = field(default_factory=DistInfo)
-    amp: str = "none"  # 'none' | 'fp16' | 'bf16' (CUDA only)
+    amp: str = "none"  # 'none' | 'fp16' | 'bf16' (CUDA only, unless cpu_autocast)
     accum_steps: int = 1
     clip_grad: float = 0.0
     ema: Optional[ModelEMA] = None
@@ -39,9 +39,10 @@ class TrainContext:
     log_every: int = 10
     finished: Optional[tuple] = None  # (stage folder, epoch) of the last epoch trained and saved
     started: float = field(default_factory=time.monotonic)
+    cpu_autocast: bool = False  # autocast on the CPU too (tests, tools/gpu_check.py --tiny: the AMP path without a GPU)
 
     def autocast(self):
-        enabled = self.amp != "none" and self.device.type == "cuda"
+        enabled = self.amp != "none" and (self.device.type == "cuda" or self.cpu_autocast)
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=enabled)
 

@@ -1,4 +1,5 @@
-"""Frame folders: counting, frame rate, TSN temporal sampling, the per-video spatial transform, decoding.
+"""Frame folders: counting, frame rate, TSN temporal sampling, the per-video spatial transform, decoding (PIL on the
+CPU, or torchvision.io.decode_jpeg batched on a device: `decode_views`).
 
 Layout (the official releases'): `imgs/<Class>/<video_id>/000001.jpg ...` (1-based, six digits), with an
 optional `n_frames` file (the frame count) and an optional `fps` file (frames per second). Frame indices
@@ -12,7 +13,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageEnhance
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.functional import InterpolationMode, rotate
 
 from datasets.errors import DataError
 
@@ -157,12 +161,17 @@ def draw_spatial_aug(training: bool, generator: Optional[torch.Generator] = None
     return aug
 
 
+def crop_square(w: int, h: int, crop: int) -> tuple:
+    """The square of side min(w, h) at CROPS[crop] -> (x0, y0, side)."""
+    s = min(w, h)
+    x0, y0 = {0: ((w - s) // 2, (h - s) // 2), 1: (0, 0), 2: (w - s, 0), 3: (0, h - s), 4: (w - s, h - s)}[crop]
+    return x0, y0, s
+
+
 def apply_spatial_aug(img: Image.Image, aug: torch.Tensor, size: int) -> Image.Image:
     """Apply one draw `aug` (8,) to an RGB frame -> size x size RGB."""
     crop, hflip, angle, brightness = (float(v) for v in aug[:4])
-    w, h = img.size
-    s = min(w, h)
-    x0, y0 = {0: ((w - s) // 2, (h - s) // 2), 1: (0, 0), 2: (w - s, 0), 3: (0, h - s), 4: (w - s, h - s)}[int(crop)]
+    x0, y0, s = crop_square(*img.size, int(crop))
     img = img.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + s, y0 + s))
     if hflip:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
@@ -210,3 +219,66 @@ def read_frames(video_dir, frame_indices: torch.Tensor, aug: torch.Tensor, size:
     stack = torch.from_numpy(np.stack(images))  # (U, S, S, 3)
     video = stack[torch.tensor([where[i] for i in flat])]  # (T*L, S, S, 3)
     return video.view(T, L, size, size, 3).permute(0, 4, 1, 2, 3).contiguous()  # (T, 3, L, S, S)
+
+
+# ----------------------------------------------------------------- batched decoding on a device (decode_jpeg)
+
+
+def read_jpeg_bytes(path) -> torch.Tensor:
+    """One JPEG file's bytes -> uint8 (N,), decode_jpeg's input (read in a thread: file I/O releases the GIL)."""
+    try:
+        return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+    except FileNotFoundError:
+        raise DataError(path, "frame file missing", _REEXTRACT) from None
+
+
+def transform_frames(frames: torch.Tensor, aug: torch.Tensor, size: int) -> torch.Tensor:
+    """`apply_spatial_aug` on decoded frames of one video, on their device: uint8 (N, 3, H, W) -> (N, 3, S, S).
+    Matches the PIL path within interpolation rounding (PIL's JPEG draft downscaling is not reproduced: the full
+    frame is resized with an antialiased bilinear filter, as PIL's resize is)."""
+    crop, hflip, angle, brightness = (float(v) for v in aug[:4])
+    x0, y0, s = crop_square(frames.shape[-1], frames.shape[-2], int(crop))
+    x = frames[..., y0:y0 + s, x0:x0 + s].float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if hflip:
+        x = x.flip(-1)
+    if angle:
+        x = rotate(x, angle, interpolation=InterpolationMode.BILINEAR)  # counter-clockwise, black fill, as PIL
+    if brightness != 1.0:
+        x = x * brightness  # PIL's Brightness: a blend with black
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def decode_views(requests: Sequence, size: int, device, pool: Optional[Executor] = None) -> torch.Tensor:
+    """Several videos' frames decoded in one batched torchvision.io.decode_jpeg call on `device` (nvJPEG on CUDA).
+
+    requests: [(frame_dir, frame_indices (T, L) 0-based, aug (8,))], the same T and L for all ->
+    uint8 (B, T, 3, L, S, S) on `device`, the layout of `read_frames` stacked. Each video's distinct frames are
+    read once, as bytes, in `pool` when given (threads); decoding and the spatial transform run on the device.
+    """
+    unique = [list(dict.fromkeys(fi.reshape(-1).tolist())) for _, fi, _ in requests]
+    paths = [frame_path(d, i) for (d, _, _), u in zip(requests, unique) for i in u]
+    data = list(pool.map(read_jpeg_bytes, paths)) if pool is not None else [read_jpeg_bytes(p) for p in paths]
+    try:
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)  # [(3, H, W)]
+    except RuntimeError:
+        images = [_decode_one(b, p, device) for b, p in zip(data, paths)]  # names the file that failed
+    views, k = [], 0
+    for (frame_dir, fi, aug), u in zip(requests, unique):
+        frames = images[k:k + len(u)]
+        k += len(u)
+        if len({tuple(f.shape) for f in frames}) > 1:
+            raise DataError(frame_dir, "frames of different sizes in one folder", _REEXTRACT)
+        frames = transform_frames(torch.stack(frames), aug, size)  # (U, 3, S, S)
+        where = {i: j for j, i in enumerate(u)}
+        idx = torch.tensor([where[i] for i in fi.reshape(-1).tolist()], device=frames.device)
+        T, L = fi.shape
+        views.append(frames[idx].view(T, L, 3, size, size).permute(0, 2, 1, 3, 4))  # (T, 3, L, S, S)
+    return torch.stack(views).contiguous()
+
+
+def _decode_one(data: torch.Tensor, path, device) -> torch.Tensor:
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as e:
+        raise DataError(path, f"cannot decode JPEG ({e})", _REEXTRACT) from None

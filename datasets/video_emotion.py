@@ -67,7 +67,7 @@ from datasets.annotations import (TEST_SUBSET, TRAIN_SUBSET, carve_validation, e
 from datasets.errors import DataError
 from datasets.audio import audio_duration, decode_audio
 from datasets.feature_cache import pad_grids
-from datasets.frames import count_frames, read_fps, read_frames
+from datasets.frames import count_frames, decode_views, read_fps, read_frames
 from datasets.sample import SampleSpec, build_sample
 from datasets.transcripts import read_srt
 
@@ -217,6 +217,13 @@ class VideoEmotionDataset(Dataset):
         """More frames of video `index` with the spatial draw `aug`: (T, L) -> uint8 (T, 3, L, S, S)."""
         return read_frames(self.videos[index]["frame_dir"], frame_indices, aug, self.sample_size, self.decode_threads,
                            pool=self._decode_pool())
+
+    def read_views(self, requests: list, device) -> torch.Tensor:
+        """Frames of several videos decoded batched on `device` (datasets/frames.py `decode_views`; the JPEG bytes
+        are read in the decoding thread pool): [(index, frame_indices (T, L), aug (8,))] -> uint8
+        (B, T, 3, L, S, S) on `device`."""
+        jobs = [(self.videos[i]["frame_dir"], fi, aug) for i, fi, aug in requests]
+        return decode_views(jobs, self.sample_size, device, pool=self._decode_pool())
 
     def _decode_pool(self) -> Optional[ThreadPoolExecutor]:
         """One decoding thread pool per process, made on first use (DataLoader workers each get their own)."""

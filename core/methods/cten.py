@@ -8,8 +8,9 @@ Per iteration (paper Eqs. 8-12):
      share of videos whose keyframe / context view is empty (`empty_key_views`, `empty_context_views`) and the
      mean share of keyframe segments (`keyframe_fraction`), averaged over the epoch by the engine.
   3. x_k, x_l: each view is re-sampled into T segments over its kept frames. `resample` (default, the paper)
-     reads the new snippets (parallel JPEG decoding through the dataset's `read_frames`) and runs the backbone on
-     them; with a feature cache the new snippets' features come from the cache's temporal grid; `reuse`
+     reads the new snippets (parallel JPEG decoding through the dataset's `read_frames`, or with
+     --decode-device cuda the JPEG bytes read by its threads and decoded batched on the GPU: `read_views`) and runs
+     the backbone on them; with a feature cache the new snippets' features come from the cache's temporal grid; `reuse`
      re-indexes the original pass's segment features (one backbone pass per iteration; a shortcut that changes
      what the network sees). Audio is erased alike: each view segment takes the 1-s window of the original
      segment its snippet comes from (`--no-erase-audio`: the official release never erases audio).
@@ -55,9 +56,11 @@ class CTENMethod:
     def __init__(self, criterion: Callable, erase: bool = True, theta: float = 0.7, rule: str = "joint",
                  views: str = "resample", reduction: str = "sum", erase_audio: bool = True,
                  read_frames: Optional[Callable] = None, grid_lookup: Optional[Callable] = None,
-                 view_passes: str = "stacked"):
+                 read_views: Optional[Callable] = None, view_passes: str = "stacked"):
         """read_frames(index, frame_indices (T, L), aug) -> uint8 (T, 3, L, S, S): the training dataset's reader.
-        grid_lookup(batch, b, frame_indices (T, L)) -> (T, D): features of new snippets from a feature cache."""
+        grid_lookup(batch, b, frame_indices (T, L)) -> (T, D): features of new snippets from a feature cache.
+        read_views([(index, frame_indices, aug)], device) -> uint8 (B, T, 3, L, S, S) on device: the whole view's
+        frames in one call (--decode-device cuda: decoded batched on the GPU); used instead of read_frames."""
         if views not in ("resample", "reuse"):
             raise ValueError(f"erase views {views!r} is not 'resample' or 'reuse'")
         if view_passes not in VIEW_PASSES:
@@ -65,7 +68,7 @@ class CTENMethod:
         self.view_passes = view_passes
         self.criterion, self.erase, self.theta, self.rule = criterion, erase, theta, rule
         self.views, self.reduction, self.erase_audio = views, reduction, erase_audio
-        self.read_frames, self.grid_lookup = read_frames, grid_lookup
+        self.read_frames, self.grid_lookup, self.read_views = read_frames, grid_lookup, read_views
 
     def predict(self, model, batch: dict) -> dict:
         return model(video=batch.get("video"), audio=batch.get("audio"), visual_feats=batch.get("visual_feats"),
@@ -144,30 +147,40 @@ class CTENMethod:
             idx = reuse_view(keep)  # (B, T) original segment per view segment
             gather = lambda x: None if x is None else x.gather(1, idx.view(B, T, *[1] * (x.dim() - 2)).expand_as(x))
             return gather(fv), gather(audio) if self.erase_audio else audio
-        fvs, sources = [], []
+        views, sources = [], []
         for b in range(B):
             n, sb, kb = int(batch["n_frames"][b]), batch["seg_bounds"][b].cpu(), keep[b].cpu()
-            fi = erased_view_frames(sb, kb, n, T, batch["frame_indices"].shape[-1], training=training)  # (T, L)
-            sources.append(source_segments(fi, sb, kb, n))
-            if fv is None:
-                continue
-            if self.grid_lookup is not None:
-                fvs.append(self.grid_lookup(batch, b, fi))
-            else:
-                fvs.append(self.read_frames(int(batch["index"][b]), fi, batch["aug"][b].cpu()))
+            L = batch["frame_indices"].shape[-1]
+            views.append(erased_view_frames(sb, kb, n, T, L, training=training))  # (T, L)
+            sources.append(source_segments(views[-1], sb, kb, n))
         fv_view = None
-        if fvs:
-            stacked = torch.stack(fvs).to(keep.device, non_blocking=True)
-            if self.grid_lookup is not None:
-                fv_view = stacked.to(fv.dtype)  # (B, T, D)
+        if fv is not None and self.grid_lookup is not None:
+            stacked = torch.stack([self.grid_lookup(batch, b, fi) for b, fi in enumerate(views)])
+            fv_view = stacked.to(keep.device, non_blocking=True).to(fv.dtype)  # (B, T, D)
+        elif fv is not None:
+            requests = [(int(batch["index"][b]), fi, batch["aug"][b].cpu()) for b, fi in enumerate(views)]
+            if self.read_views is not None:
+                stacked = self.read_views(requests, keep.device)
             else:
-                with torch.no_grad():
-                    fv_view = net.visual_features(stacked)  # uint8 (B, T, 3, L, S, S) -> (B, T, D)
+                stacked = torch.stack([self.read_frames(*r) for r in requests]).to(keep.device, non_blocking=True)
+            with torch.no_grad():
+                fv_view = net.visual_features(stacked)  # uint8 (B, T, 3, L, S, S) -> (B, T, D)
         a_view = audio
         if audio is not None and self.erase_audio:
             src = torch.stack(sources).to(audio.device)  # (B, T)
             a_view = audio.gather(1, src.view(B, T, *[1] * (audio.dim() - 2)).expand_as(audio))
         return fv_view, a_view
+
+
+def gpu_view_reader(args, train_data) -> Optional[Callable]:
+    """--decode-device cuda: the training dataset's batched decode_jpeg reader for the erased views, when CUDA is
+    there; otherwise None (the PIL path of read_frames, the default and the fallback)."""
+    if getattr(args, "decode_device", "cpu") != "cuda" or train_data is None:
+        return None
+    if not torch.cuda.is_available():
+        print("--decode-device cuda: no CUDA device; the erased views are decoded on the CPU (PIL)")
+        return None
+    return train_data.read_views
 
 
 def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -402,7 +415,8 @@ class CTENRecipe(Recipe):
                           theta=args.theta, rule=args.erase_rule, views=args.erase_views,
                           reduction=args.loss_reduction, erase_audio=args.erase_audio,
                           read_frames=sc.train_data.read_frames if sc.train_data is not None else None,
-                          grid_lookup=grid_lookup if args.feature_cache else None, view_passes=args.view_passes)
+                          grid_lookup=grid_lookup if args.feature_cache else None, view_passes=args.view_passes,
+                          read_views=gpu_view_reader(args, sc.train_data))
 
     def upgrade_state(self, model_state: dict, fmt: int, arch: dict) -> dict:
         """Format 1 concatenated the streams [audio, visual]; today's order is the release's [visual, audio]: the
