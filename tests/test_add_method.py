@@ -90,7 +90,12 @@ class ProbeRecipe(Recipe):
         return self.stages(args)[0].method(args, StageContext(polarity))
 
 
-methods.register(ProbeRecipe())
+@pytest.fixture(scope="module", autouse=True)
+def probe_registered():
+    """The probe is registered for this file only: every other test sees the shipped methods (and docs/usage.txt)."""
+    methods.register(ProbeRecipe())
+    yield
+    methods.unregister("probe")
 
 
 # ---------------------------------------------------------------------------------------------- the tests

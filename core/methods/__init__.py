@@ -27,6 +27,12 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
+def unregister(name: str) -> None:
+    """Removes the recipe registered under `name` (a test's or a plug-in's), so it leaks into nothing else."""
+    get(name)
+    del _RECIPES[name]
+
+
 def get(name: str) -> Recipe:
     try:
         return _RECIPES[name]
