@@ -30,7 +30,7 @@ _REPAIR = ("re-extract the audio with `python tools/preprocess ...`, or pass --m
 def read_pcm_wav(path: Path, sample_rate: int) -> Optional[np.ndarray]:
     """The first channel of a 16-bit PCM WAV already at `sample_rate` -> float32 (N,) = int16 / 32768 (the values
     PyAV's s16 -> float conversion gives), read directly; None for any other WAV (PyAV decodes and resamples it).
-    About 10x faster than decoding through PyAV (tools/bench_audio_format.py)."""
+    About 10x faster than decoding through PyAV (experiments/bench_audio_format.py)."""
     import wave
     try:
         with wave.open(str(path), "rb") as w:

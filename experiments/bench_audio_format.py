@@ -1,6 +1,6 @@
 """Which audio format of tools/preprocess reads faster in training: WAV or MP3.
 
-    python tools/bench_audio_format.py --clips 8 --seconds 60 --repeats 3
+    python experiments/bench_audio_format.py --clips 8 --seconds 60 --repeats 3
 
 Writes --clips synthetic clips (tones plus noise, 16 kHz mono, --seconds long) with tools/preprocess's own
 writers in both formats, then times what the training loader does per video: decode the file

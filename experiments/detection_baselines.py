@@ -1,6 +1,6 @@
 """Reference detection scores on a split: curves that know nothing, scored by the main.py rule (docs/mbt_demo.md).
 
-    python tools/detection_baselines.py -- --method mbt --preset mbt_demo --gt-segments data/demo/key_spans.json
+    python experiments/detection_baselines.py -- --method mbt --preset mbt_demo --gt-segments data/demo/key_spans.json
 
 'whole clip': a constant curve (min-max normalisation makes it all ones, so each video is one detection spanning
 its segments); 'random': a uniform random value per segment (seeded). Both with uniform class probabilities, so
