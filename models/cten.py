@@ -41,7 +41,8 @@ class CTEN(nn.Module):
                  visual_depth: int = 101,
                  visual_input: str = "kinetics400", audio_arch: str = "resnet18", audio_first_conv: str = "official",
                  feature_dim: int | None = None, dropout: float = 0.2, nonlocal_inner: int = 256, heads: int = 8,
-                 visual_chunk: int = 0, visual_bn: str = "eval", freeze_audio: bool = False, audio_resize: int = 0):
+                 visual_chunk: int = 0, visual_bn: str = "eval", freeze_audio: bool = False, audio_resize: int = 0,
+                 attention_w1_init: str = "default"):
         super().__init__()
         if modalities not in ("av", "v", "a"):
             raise ValueError(f"modalities {modalities!r} is not 'av', 'v' or 'a'")
@@ -72,9 +73,11 @@ class CTEN(nn.Module):
             self.intra = nn.ModuleDict({m: NonLocalBlock(dim, nonlocal_inner, nonlocal_init) for m in modalities})
         self.inter = InterModalRelation(dim, heads, inter_direction) if inter else None
         if temporal_attention == "paper":
-            self.attention = nn.ModuleDict({m: TemporalAttention(dim, seq_len) for m in modalities})
+            self.attention = nn.ModuleDict({m: TemporalAttention(dim, seq_len, w1_init=attention_w1_init)
+                                            for m in modalities})
         else:
-            self.attention = TemporalAttention(dim * len(modalities), seq_len, squash=True)
+            self.attention = TemporalAttention(dim * len(modalities), seq_len, squash=True,
+                                               w1_init=attention_w1_init)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(dim * len(modalities), n_classes)
 

@@ -111,13 +111,22 @@ class TemporalAttention(nn.Module):
     `squash=False` (paper, Eq. 7): A = ReLU(W1 (W2 X^T)^T), W2: D -> 1 per segment (no bias), W1: T -> T.
     `squash=True` (official, used on the concatenated 2D features): W2 -> BatchNorm1d(1) over all B x T scores
     -> Tanh -> W1 -> ReLU.
+    `w1_init`: 'default' (PyTorch's Linear init: W1 mixes segment positions from the start, as in both releases) or
+    'identity' (W1 = I, b1 = 0: at initialisation A_t reads segment t's own score only, so the attention starts
+    content-driven and permutation-equivariant over T; training may still learn a mix) [ours].
     """
 
-    def __init__(self, dim: int, seq_len: int, squash: bool = False):
+    def __init__(self, dim: int, seq_len: int, squash: bool = False, w1_init: str = "default"):
         super().__init__()
+        if w1_init not in ("default", "identity"):
+            raise ValueError(f"W1 init {w1_init!r} is not 'default' or 'identity'")
         self.w2 = nn.Linear(dim, 1, bias=False)
         self.bn = nn.BatchNorm1d(1) if squash else None
         self.w1 = nn.Linear(seq_len, seq_len)
+        if w1_init == "identity":
+            with torch.no_grad():
+                self.w1.weight.copy_(torch.eye(seq_len))
+                self.w1.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.w1.in_features:

@@ -65,6 +65,25 @@ def test_joint_attention_is_shared_and_reads_both_streams():
     assert model.attention.w2.in_features == 1024 and model.attention.bn is not None
 
 
+@pytest.mark.parametrize("form", ["paper", "joint"])
+def test_attention_w1_init_reaches_every_attention(form):
+    import opts
+    from core import methods
+    args = opts.parse_args(["--method", "cten", "--preset", "cten_demo", "--root", "R", "--temporal-attention", form,
+                            "--attention-w1-init", "identity"])
+    arch = methods.get("cten").arch_of(args)
+    assert arch.attention_w1_init == "identity"
+    def w1s(model):
+        return [a.w1 for a in (model.attention.values() if form == "paper" else [model.attention])]
+
+    identity = w1s(tiny(temporal_attention=form, attention_w1_init=arch.attention_w1_init))
+    assert len(identity) == (2 if form == "paper" else 1)
+    for w1 in identity:
+        torch.testing.assert_close(w1.weight, torch.eye(T))
+        assert (w1.bias == 0).all()
+    assert not torch.allclose(w1s(tiny(temporal_attention=form))[0].weight, torch.eye(T))
+
+
 def test_ablation_switches_remove_modules_and_change_outputs():
     video, audio = inputs()
     plain = tiny(intra=False, inter=False).eval()

@@ -108,6 +108,21 @@ def test_temporal_attention_official_form_squashes_scores():
     torch.testing.assert_close(att(x), torch.relu(att.w1(scores)))
 
 
+@pytest.mark.parametrize("squash", [False, True])
+def test_temporal_attention_identity_w1_follows_content_not_position(squash):
+    """W1 = I: permuting the segments permutes the attention (no position prior at init); the default W1 mixes."""
+    torch.manual_seed(0)
+    x, perm = feats(), torch.randperm(T, generator=torch.Generator().manual_seed(1))
+    ident = TemporalAttention(D, T, squash=squash, w1_init="identity").eval()
+    torch.testing.assert_close(ident(x[:, perm]), ident(x)[:, perm])
+    w2 = ident.w2(x).squeeze(-1)  # (B, T)
+    torch.testing.assert_close(ident(x), torch.relu(torch.tanh(ident.bn(w2[:, None]))[:, 0] if squash else w2))
+    mixed = TemporalAttention(D, T, squash=squash).eval()
+    assert not torch.allclose(mixed(x[:, perm]), mixed(x)[:, perm])
+    with pytest.raises(ValueError, match="W1 init"):
+        TemporalAttention(D, T, w1_init="zeros")
+
+
 def test_attention_pool_is_mean_of_weighted_segments():
     f = feats()
     a = torch.rand(B, T)

@@ -208,6 +208,7 @@ class CTENArch:
     visual_bn: str = "eval"
     freeze_audio: bool = False
     audio_resize: int = 0
+    attention_w1_init: str = "default"
 
 
 # The two whole configurations; docs/preset_sources.json gives each value's source (paper section or release
@@ -284,6 +285,10 @@ class CTENRecipe(Recipe):
         g.add_argument("--inter", action=B, default=True, help="inter-modal attention (Eqs. 5-6)")
         g.add_argument("--temporal-attention", choices=["paper", "joint"], default="paper",
                        help="paper: one attention per modality (Eq. 7); joint: the official code's joint attention")
+        g.add_argument("--attention-w1-init", choices=["default", "identity"], default="default",
+                       help="the temporal attention's W1 (T x T, Eq. 7) at initialisation: default (PyTorch's, as "
+                            "both releases); identity (W1 = I, b1 = 0: each segment's attention starts from its own "
+                            "score, not a position mix) [ours] (docs/cten_attention.md)")
         g.add_argument("--nonlocal-init", choices=["identity", "official"], default="identity",
                        help="identity: F + BN(W_z Z) with BN zeroed (Eq. 4); official: W_z Z + alpha F, alpha = 0")
         g.add_argument("--inter-direction", choices=["official", "paper"], default="official",
@@ -378,7 +383,8 @@ class CTENRecipe(Recipe):
                     nonlocal_init=arch.nonlocal_init, inter_direction=arch.inter_direction,
                     visual_depth=arch.visual_depth, visual_input=arch.visual_input,
                     audio_arch=arch.audio_arch, audio_first_conv=arch.audio_first_conv, dropout=arch.dropout,
-                    visual_bn=arch.visual_bn, freeze_audio=arch.freeze_audio, audio_resize=arch.audio_resize)
+                    visual_bn=arch.visual_bn, freeze_audio=arch.freeze_audio, audio_resize=arch.audio_resize,
+                    attention_w1_init=arch.attention_w1_init)
 
     def expected_weights(self, args) -> list:
         """The files named in docs/weights.md: the 3D ResNet of --visual-input's scaling, the ImageNet ResNet of
