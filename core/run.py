@@ -212,11 +212,14 @@ def train_and_test(args, ctx: TrainContext) -> int:
 
 
 def start_line(args, device, stages: list, data: dict) -> str:
-    """What the run is about to do: preset, device, epochs (per stage), optimiser, batch, workers and the videos."""
+    """What the run is about to do: preset, device, epochs (per stage), optimiser, batch, workers, the method's own
+    choices (Recipe.describe) and the videos."""
     epochs = " + ".join(f"{s.name} {s.epochs}" if s.name else str(s.epochs) for s in stages)
+    own = methods.get(args.method).describe(args)
     return (f"start: {args.preset or args.method} ({args.method}) on {device}; epochs {epochs}; lr {args.lr:g} "
             f"({args.optimizer}, {args.lr_schedule}); batch {args.batch_size}; workers {args.workers}"
-            + ("; --bn-recalibrate" if args.bn_recalibrate else "") + f"; {data_summary(data)}")
+            + ("; --bn-recalibrate" if args.bn_recalibrate else "") + (f"; {own}" if own else "")
+            + f"; {data_summary(data)}")
 
 
 def train_stages(args, recipe, stages: list, model, data: dict, polarity, ctx, run_dir: Path) -> tuple:

@@ -59,7 +59,8 @@ def test_logs_of_a_short_cosine_run(tiny_root, tmp_path, capsys):
     assert tb["test/mAP@0.1"] == pytest.approx([results["detection"]["mAP@0.1"]])
     start = next(line for line in out.splitlines() if line.startswith("start: "))
     for part in ("cten_demo (cten) on cpu", "epochs 2", "lr 0.001 (adam, cosine)", "batch 4", "train 6 videos",
-                 "test 2 videos"):
+                 "test 2 videos", "temporal attention per modality (Eq. 7), W1 = I at init; erasing joint; "
+                 "detection from cas (+ attention)"):
         assert part in start
     end = out.strip().splitlines()[-1]
     assert end.startswith("done in ") and "tested epoch 1 (the last)" in end

@@ -93,6 +93,10 @@ class Recipe(abc.ABC):
     def validate(self, args: argparse.Namespace) -> None:
         """Stops with a ValueError naming the flag when options do not fit together."""
 
+    def describe(self, args: argparse.Namespace) -> str:
+        """The method's choices a reader of the start line should see (e.g. CTEN's attention form); '' for none."""
+        return ""
+
     def inputs(self, args: argparse.Namespace) -> dict:
         """Which modalities the dataset reads: {'audio': bool} (text is a property of the stage)."""
         return {"audio": True}

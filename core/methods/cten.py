@@ -266,7 +266,8 @@ class CTENRecipe(Recipe):
         "cten_demo": dict(DEMO_DATA, visual_depth=10, visual_input="kinetics400", audio_arch="resnet10",
                           audio_first_conv="imagenet", optimizer="adam", lr=1e-3, weight_decay=5e-4, batch_size=8,
                           epochs=10, loss="ce", lr_schedule="cosine", val_fraction=0.0, select="last",
-                          det_also=["attention"]),  # the temporal attention's row beside cas (docs/cten_attention.md)
+                          attention_w1_init="identity",  # content-driven attention at init (docs/cten_attention.md)
+                          det_also=["attention"]),  # the temporal attention's row beside cas
         "cten_ve8_paper": dict(PAPER, annotation_name="ve8.json"),
         "cten_ek6_paper": dict(PAPER, annotation_name="ek6.json"),
         # CAER (Table 1): the paper's setting and protocol; CAER's own validation clips join training
@@ -275,6 +276,14 @@ class CTENRecipe(Recipe):
         "cten_ve8_official": dict(OFFICIAL, annotation_name="ve8.json"),
         "cten_ek6_official": dict(OFFICIAL, annotation_name="ek6.json"),
     }
+
+    def describe(self, args) -> str:
+        form = "per modality (Eq. 7)" if args.temporal_attention == "paper" else "joint (the release's)"
+        init = ", W1 = I at init" if args.attention_w1_init == "identity" else ""
+        erase = f"erasing {args.erase_rule}" if args.erase else "no erasing"
+        source = "cas" if args.det_source == "auto" else args.det_source  # CTEN's records carry cas
+        also = "".join(f" (+ {s})" for s in args.det_also)
+        return f"temporal attention {form}{init}; {erase}; detection from {source}{also}"
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         B = argparse.BooleanOptionalAction
