@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train and evaluate; the built-in demo by default.
 #
-#   bash run.sh                 set up .venv, build + preprocess the demo set, train CTEN on it, evaluate
+#   bash run.sh                 set up .venv, build + preprocess the demo set, pre-train its backbones on a pretext
+#                               set (once, cached), train CTEN on it, evaluate
 #   bash run.sh mbt | mart      the same with the MART backbone alone (MBT), or MART stage 1 + 2
 #   bash run.sh test            set up .venv and run the test suite
 #   bash run.sh gpu-check       on a new GPU machine: every preset's precisions, memory, largest batch, NCCL, the
@@ -41,6 +42,17 @@ demo_data() {
       --split-lists "$DEMO_DIR" --short-side 128 --workers 2
 }
 
+demo_weights() {
+  # the demo presets' pretrained backbones, trained once on a pretext set of their own (tools/pretrain_demo.py;
+  # cached in $DEMO_DIR/weights, a second call skips them) -> the main.py flags that load them, one per line
+  local w="$DEMO_DIR/weights"
+  "$VENV/bin/python" tools/pretrain_demo.py --method "$1" --out "$w" >&2
+  case "$1" in
+    cten) printf '%s\n' --visual-weights "$w/r3d_pretext.pth" --audio-weights "$w/audio_resnet_pretext.pth" ;;
+    *) printf '%s\n' --videomae-weights "$w/videomae_pretext.pth" --ast-weights "$w/ast_pretext.pth" ;;
+  esac
+}
+
 torchrun_args() {
   # one machine: --standalone; several: NNODES and NODE_RANK with MASTER_ADDR/PORT, or a c10d RDZV_ENDPOINT
   local nodes=${NNODES:-1}
@@ -68,8 +80,10 @@ case "$MODE" in
   cten|mbt|mart)
     if [ -z "${ROOT:-}" ]; then
       demo_data
+      mapfile -t WEIGHTS < <(demo_weights "$MODE")
+      [ ${#WEIGHTS[@]} -eq 4 ] || { echo "the demo's pretext pre-training failed (above)" >&2; exit 1; }
       # the demo run is rerun from scratch each time (--overwrite), unless the flags say --resume
-      set -- --preset "${PRESET:-${MODE}_demo}" --gt-segments "$DEMO_DIR/key_spans.json" --overwrite "$@"
+      set -- --preset "${PRESET:-${MODE}_demo}" --gt-segments "$DEMO_DIR/key_spans.json" --overwrite "${WEIGHTS[@]}" "$@"
     else
       set -- --preset "${PRESET:-${MODE}_ve8_official}" --root "$ROOT" "$@"
     fi

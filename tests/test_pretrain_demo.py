@@ -88,3 +88,22 @@ def test_pretext_batches_are_deterministic_and_labelled():
     assert windows.shape == (24, 100, 128) and torch.equal(windows, pretext_data.audio_batch(0, 0, 24, 100)[0])
     broadband = torch.tensor([pretext_data.SOUNDS[k] in pretext_data.BROADBAND for k in labels[:, 0]])
     assert (labels[broadband, 1] == pretext_data.IGNORE).all() and (labels[~broadband, 1] >= 0).all()
+
+
+def test_the_centre_inflated_3d_resnet_computes_its_2d_twin_on_a_still_clip():
+    from tools.pretrain_demo import flat_twin, inflate_centre, twin_features
+    from models.resnet3d import ResNet3D
+    torch.manual_seed(0)
+    r3d = ResNet3D(10, "kinetics400", frozen=False)
+    twin = flat_twin(r3d)
+    for p in twin.parameters():  # the twin moves away from r3d's centre slices (as training does)
+        p.data.add_(0.01 * torch.randn_like(p))
+    twin.eval()
+    inflate_centre(r3d, twin)
+    r3d.eval()
+    image = torch.randint(0, 256, (2, 3, 1, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(r3d(image.expand(-1, -1, 8, -1, -1)), twin_features(twin, image), rtol=1e-4,
+                                   atol=1e-4)
+        moving = torch.randint(0, 256, (2, 3, 8, 32, 32), dtype=torch.uint8)
+        assert not torch.allclose(r3d(moving), twin_features(twin, moving[:, :, :1]), atol=1e-3)

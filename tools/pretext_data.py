@@ -130,10 +130,14 @@ def render_clip(rng: np.random.Generator, labels: tuple, n_frames: int, size: in
 
 
 def video_batch(seed: int, index: int, batch: int, n_frames: int, size: int) -> tuple:
-    """Batch `index` of the video pretext stream -> (uint8 (B, 3, L, S, S), labels long (B, 3): shape, hue, motion)."""
+    """Batch `index` of the video pretext stream -> (uint8 (B, 3, L, S, S), labels long (B, 3): shape, hue, motion).
+    With n_frames 1 (still images) no object blinks out and the motion label is IGNORE."""
     rng = np.random.default_rng([seed, 1, index])
-    labels = np.stack([rng.integers(n, size=batch) for n in VIDEO_FACTORS], axis=1)  # (B, 3)
+    motions = len(MOTIONS) - (n_frames == 1)  # "blink" is last
+    labels = np.stack([rng.integers(n, size=batch) for n in (*VIDEO_FACTORS[:2], motions)], axis=1)  # (B, 3)
     clips = np.stack([render_clip(rng, tuple(int(x) for x in row), n_frames, size) for row in labels])
+    if n_frames == 1:
+        labels[:, 2] = IGNORE
     return torch.from_numpy(clips), torch.from_numpy(labels).long()
 
 

@@ -22,11 +22,12 @@ Deterministic from --seed (data and initialisation; the thread count is fixed by
 seconds) makes a second call skip every file whose configuration and digest match.
 """
 import argparse
+import copy
 import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,20 +50,24 @@ from tools.pretext_data import AUDIO_FACTORS, IGNORE, VIDEO_FACTORS  # noqa: E40
 
 MANIFEST = "manifest.json"
 DATA_VERSION = 1  # bump when tools/pretext_data.py changes what it draws
-N_HELD_OUT = 4  # held-out batches for the pretext accuracy
+N_HELD_OUT = 4  # held-out batches for the pretext accuracy (stream indices from 10 ** 6)
+IMAGE_STREAM = 10 ** 7  # the still images' batch indices start here (apart from the clips')
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How one backbone is pre-trained."""
+    """How one backbone is pre-trained: `steps` on its own input; for the 3D ResNet first `image_steps` of its
+    2D twin on still images (centre-inflated into it: centre inflation)."""
     file: str
     steps: int
     batch: int
     lr: float
+    image_steps: int = 0
+    image_batch: int = 0
 
 
 PLANS = {  # backbone -> default plan (about 3 minutes on 2 CPU cores for the CTEN pair; less for MBT's)
-    "r3d": Plan("r3d_pretext.pth", steps=60, batch=16, lr=1e-3),
+    "r3d": Plan("r3d_pretext.pth", steps=20, batch=16, lr=1e-3, image_steps=240, image_batch=32),
     "audio_resnet": Plan("audio_resnet_pretext.pth", steps=80, batch=32, lr=1e-3),
     "video_vit": Plan("videomae_pretext.pth", steps=300, batch=16, lr=5e-4),
     "ast": Plan("ast_pretext.pth", steps=200, batch=32, lr=5e-4),
@@ -86,7 +91,8 @@ class Pretext(nn.Module):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sum over factors of the cross-entropy; labels (N, n_factors), IGNORE where a factor does not apply."""
         parts = logits.split(self.factors, dim=1)
-        return sum(F.cross_entropy(p, labels[:, i], ignore_index=IGNORE) for i, p in enumerate(parts))
+        return sum(F.cross_entropy(p, labels[:, i], ignore_index=IGNORE) for i, p in enumerate(parts)
+                   if (labels[:, i] != IGNORE).any())  # a factor without labels (motion of still images) adds 0
 
     def correct(self, logits: torch.Tensor, labels: torch.Tensor) -> list:
         """Per factor (right, counted)."""
@@ -157,6 +163,54 @@ def build_pretext(name: str, args, model: nn.Module) -> tuple:
         return (Pretext(net, ast_pool(args.mbt_pool), cfg.dim, AUDIO_FACTORS),
                 lambda s, i, b: pretext_data.audio_batch(s, i, b, cfg.n_frames), arch)
     raise ValueError(f"unknown backbone {name!r}; one of {sorted(PLANS)}")
+
+
+# ---------------------------------------------------------------------------------------------- the 3D ResNet's 2D twin
+# A 3D ResNet from scratch learns nothing in the CPU budget of the demo build (about 60 steps of 8-frame clips: the
+# loss stayed at chance); its 2D twin (every 3D conv, BatchNorm and pool without the time axis) costs a fraction per
+# image and learns shape and colour in a few hundred steps. Its kernels then become the centre time slice of the 3D
+# kernels, the other slices zero (centre inflation): on any clip the 3D network computes the 2D one per frame
+# (temporally max-pooled once, averaged at the end), and the short 3D stage after it learns motion into the other
+# slices.
+
+def flat_twin(r3d: ResNet3D) -> nn.Module:
+    """A copy of `r3d` with every Conv3d / BatchNorm3d / MaxPool3d replaced by its 2D counterpart (time dropped from
+    kernel, stride and padding; weights taken from the centre time slice)."""
+    twin = copy.deepcopy(r3d)
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, nn.Conv3d):
+            flat = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size[1:], module.stride[1:],
+                             module.padding[1:], bias=module.bias is not None)
+            flat.weight.data.copy_(module.weight.data[:, :, module.kernel_size[0] // 2])
+        elif isinstance(module, nn.BatchNorm3d):
+            flat = nn.BatchNorm2d(module.num_features)
+            flat.load_state_dict(module.state_dict())
+        elif isinstance(module, nn.MaxPool3d):
+            flat = nn.MaxPool2d(module.kernel_size, module.stride, module.padding)
+        else:
+            continue
+        parent, _, leaf = name.rpartition(".")
+        setattr(twin.get_submodule(parent) if parent else twin, leaf, flat)
+    return twin
+
+
+def twin_features(twin: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """ResNet3D.forward for the 2D twin: uint8 (N, 3, 1, S, S) still images -> (N, feature_dim)."""
+    x = x[:, :, 0].float() / twin.pixel_std[..., 0] - twin.pixel_mean[..., 0] / twin.pixel_std[..., 0]
+    x = twin.maxpool(twin.relu(twin.bn1(twin.conv1(x))))
+    x = twin.layer4(twin.layer3(twin.layer2(twin.layer1(x))))
+    return x.mean(dim=(2, 3))
+
+
+def inflate_centre(r3d: ResNet3D, twin: nn.Module) -> None:
+    """Writes the twin's kernels into the centre time slice of r3d's (the rest zero) and copies its BatchNorm."""
+    flat = dict(twin.named_modules())
+    for name, module in r3d.named_modules():
+        if isinstance(module, nn.Conv3d):
+            module.weight.data.zero_()
+            module.weight.data[:, :, module.kernel_size[0] // 2] = flat[name].weight.data
+        elif isinstance(module, nn.BatchNorm3d):
+            module.load_state_dict(flat[name].state_dict())
 
 
 # ---------------------------------------------------------------------------------------------- published layouts
@@ -240,18 +294,26 @@ def pretrain(name: str, out: Path, method: str, seed: int = 0, steps: int | None
     configuration and the file's digest; returns its manifest entry (with 'cached': bool)."""
     args, model = preset_model(method)
     base = PLANS[name]
-    plan = Plan(base.file, steps if steps is not None else base.steps, batch or base.batch, base.lr)
+    plan = replace(base, **({} if steps is None else {"steps": steps, "image_steps": min(steps, base.image_steps)}),
+                   **({} if batch is None else {"batch": batch, "image_batch": batch if base.image_batch else 0}))
     torch.manual_seed(seed)
     net, batches, arch = build_pretext(name, args, model)
-    config = {"backbone": name, "arch": arch, "seed": seed, "steps": plan.steps, "batch": plan.batch, "lr": plan.lr,
-              "data_version": DATA_VERSION}
+    config = {"backbone": name, "arch": arch, "seed": seed, **asdict(plan), "data_version": DATA_VERSION}
     path = out / plan.file
     manifest = read_manifest(out)
     entry = manifest.get(plan.file)
     if entry and entry["config"] == config and path.is_file() and sha256_of(path) == entry["sha256"]:
         return {**entry, "cached": True}
     start = time.perf_counter()
-    result = train(net, batches, plan, seed, log_every)
+    result = {}
+    if plan.image_steps:  # the 3D ResNet: its 2D twin on still images first, then centre-inflated
+        twin = Pretext(flat_twin(net.backbone), twin_features, net.backbone.feature_dim, VIDEO_FACTORS)
+        twin.head = net.head  # one head for both stages
+        images = lambda s, i, b: pretext_data.video_batch(s, IMAGE_STREAM + i, b, 1, args.sample_size)  # noqa: E731
+        image = train(twin, images, replace(plan, steps=plan.image_steps, batch=plan.image_batch), seed, log_every)
+        inflate_centre(net.backbone, twin.backbone)
+        result = {"image_loss": image["loss"], "image_accuracy": image["accuracy"]}
+    result.update(train(net, batches, plan, seed, log_every))
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(LAYOUTS[name](net), tmp)
@@ -282,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     for name in BACKBONES[args.method]:
-        print(f"== pretext pre-training: {name} -> {args.out / PLANS[name].file}", flush=True)
+        print(f"== pretext pre-training of the {args.method} demo's {name} -> {args.out / PLANS[name].file}", flush=True)
         entry = pretrain(name, args.out, args.method, args.seed, args.steps, args.batch, args.log_every)
         if entry["cached"]:
             print(f"  cached (sha256 {entry['sha256'][:12]}, same configuration)")
