@@ -107,3 +107,10 @@ def test_the_centre_inflated_3d_resnet_computes_its_2d_twin_on_a_still_clip():
                                    atol=1e-4)
         moving = torch.randint(0, 256, (2, 3, 8, 32, 32), dtype=torch.uint8)
         assert not torch.allclose(r3d(moving), twin_features(twin, moving[:, :, :1]), atol=1e-3)
+
+
+def test_the_batched_log_mel_equals_log_mel_per_window():
+    from datasets.audio import log_mel
+    waves = torch.randn(3, 16240) * torch.tensor([[0.1], [0.5], [1.0]]) + 0.2
+    reference = torch.stack([log_mel(w) for w in waves])  # (3, 100, 128)
+    torch.testing.assert_close(pretext_data.batched_log_mel(waves, 100), reference, rtol=1e-4, atol=1e-3)
