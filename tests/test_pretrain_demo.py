@@ -7,8 +7,11 @@ import torch
 
 from core import methods
 from core.weights import sha256_of
+from datasets.audio import log_mel
 from tools import pretext_data
-from tools.pretrain_demo import LAYOUTS, PLANS, Plan, build_pretext, pretrain, preset_model, train
+from models.resnet3d import ResNet3D
+from tools.pretrain_demo import (LAYOUTS, PLANS, Plan, build_pretext, flat_twin, inflate_centre, pretrain,
+                                 preset_model, train, twin_features)
 
 # backbone -> (method, the option naming its file, the loaded module of the preset's model, the trained one's)
 CASES = {
@@ -91,8 +94,6 @@ def test_pretext_batches_are_deterministic_and_labelled():
 
 
 def test_the_centre_inflated_3d_resnet_computes_its_2d_twin_on_a_still_clip():
-    from tools.pretrain_demo import flat_twin, inflate_centre, twin_features
-    from models.resnet3d import ResNet3D
     torch.manual_seed(0)
     r3d = ResNet3D(10, "kinetics400", frozen=False)
     twin = flat_twin(r3d)
@@ -110,7 +111,6 @@ def test_the_centre_inflated_3d_resnet_computes_its_2d_twin_on_a_still_clip():
 
 
 def test_the_batched_log_mel_equals_log_mel_per_window():
-    from datasets.audio import log_mel
     waves = torch.randn(3, 16240) * torch.tensor([[0.1], [0.5], [1.0]]) + 0.2
     reference = torch.stack([log_mel(w) for w in waves])  # (3, 100, 128)
     torch.testing.assert_close(pretext_data.batched_log_mel(waves, 100), reference, rtol=1e-4, atol=1e-3)

@@ -77,7 +77,8 @@ def object_track(rng: np.random.Generator, motion: int, n_frames: int, size: int
     """Per frame (cx, cy, angle, half-size, visible) of an object moving by `motion`, kept inside the frame."""
     half = rng.uniform(0.09, 0.2) * size
     speed = rng.uniform(0.02, 0.06) * size  # pixels per frame
-    step = {"right": (speed, 0), "left": (-speed, 0), "up": (0, -speed), "down": (0, speed)}.get(MOTIONS[motion], (0, 0))
+    directions = {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1)}
+    step = speed * np.array(directions.get(MOTIONS[motion], (0, 0)))
     span = np.abs(step) * (n_frames - 1)
     low, high = half + span / 2, size - half - span / 2
     centre = rng.uniform(np.minimum(low, size / 2), np.maximum(high, size / 2))
@@ -86,7 +87,7 @@ def object_track(rng: np.random.Generator, motion: int, n_frames: int, size: int
     track = []
     for i in range(n_frames):
         t = i - (n_frames - 1) / 2
-        cx, cy = centre + np.array(step) * t
+        cx, cy = centre + step * t
         angle = angle0 + (spin * i if MOTIONS[motion] == "rotate" else 0)
         r = half * (1 + 0.35 * np.sin(2 * np.pi * i / period + phase)) if MOTIONS[motion] == "pulse" else half
         visible = np.sin(2 * np.pi * i / period + phase) > -0.3 if MOTIONS[motion] == "blink" else True

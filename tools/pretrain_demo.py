@@ -57,7 +57,7 @@ IMAGE_STREAM = 10 ** 7  # the still images' batch indices start here (apart from
 @dataclass(frozen=True)
 class Plan:
     """How one backbone is pre-trained: `steps` on its own input; for the 3D ResNet first `image_steps` of its
-    2D twin on still images (centre-inflated into it: centre inflation)."""
+    2D twin on still images (then centre-inflated into it)."""
     file: str
     steps: int
     batch: int
@@ -66,7 +66,9 @@ class Plan:
     image_batch: int = 0
 
 
-PLANS = {  # backbone -> default plan (about 3 minutes on 2 CPU cores for the CTEN pair; less for MBT's)
+# backbone -> default plan. The CTEN pair took 558 + 240 s on 2 cores shared with another session's jobs (load
+# average 4; README, the demo from pretrained backbones); the MBT pair's plans are not yet measured.
+PLANS = {
     "r3d": Plan("r3d_pretext.pth", steps=20, batch=16, lr=1e-3, image_steps=240, image_batch=32),
     "audio_resnet": Plan("audio_resnet_pretext.pth", steps=80, batch=32, lr=1e-3),
     "video_vit": Plan("videomae_pretext.pth", steps=300, batch=16, lr=5e-4),
@@ -344,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     for name in BACKBONES[args.method]:
-        print(f"== pretext pre-training of the {args.method} demo's {name} -> {args.out / PLANS[name].file}", flush=True)
+        print(f"== pretext pre-training of the {args.method} demo's {name} -> {args.out / PLANS[name].file}",
+              flush=True)
         entry = pretrain(name, args.out, args.method, args.seed, args.steps, args.batch, args.log_every)
         if entry["cached"]:
             print(f"  cached (sha256 {entry['sha256'][:12]}, same configuration)")
