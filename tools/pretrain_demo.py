@@ -67,7 +67,8 @@ class Plan:
 
 
 # backbone -> default plan. The CTEN pair took 558 + 240 s on 2 cores shared with another session's jobs (load
-# average 4; README, the demo from pretrained backbones); the MBT pair's plans are not yet measured.
+# average 4; README, the demo from pretrained backbones). The video ViT's plan does not learn yet (loss at chance after
+# 200 of its 300 steps); the AST's is not measured.
 PLANS = {
     "r3d": Plan("r3d_pretext.pth", steps=20, batch=16, lr=1e-3, image_steps=240, image_batch=32),
     "audio_resnet": Plan("audio_resnet_pretext.pth", steps=80, batch=32, lr=1e-3),
