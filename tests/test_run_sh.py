@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tools.pretrain_demo import PLANS
+
 RUN_SH = Path(__file__).resolve().parents[1] / "run.sh"
 
 
@@ -30,3 +32,21 @@ def test_torchrun_flags(env, expected):
 def test_several_nodes_without_an_address_stop_with_the_variable_named():
     proc = torchrun_args(NNODES="2", NODE_RANK="0", GPUS="2")
     assert proc.returncode != 0 and "MASTER_ADDR" in proc.stderr
+
+
+def test_the_cten_demo_loads_the_pretext_weights(tmp_path):
+    """run.sh's demo_weights: one pre-training call (cached by the tool) and the two flags with the tool's file names.
+    The MBT / MART demo passes none yet (the ViT's pretext plan does not learn: README, issue #20)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "python"  # records the pre-training call instead of training
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/call\n')
+    fake.chmod(0o755)
+    script = f'source <(sed -n "/^demo_weights()/,/^}}/p" {RUN_SH}); demo_weights'
+    proc = subprocess.run(["bash", "-c", script], env={**os.environ, "VENV": str(venv), "DEMO_DIR": "D"},
+                          capture_output=True, text=True)
+    assert proc.returncode == 0
+    lines = proc.stdout.split()
+    assert lines[0::2] == ["--visual-weights", "--audio-weights"] and all(p.startswith("D/weights/") for p in lines[1::2])
+    assert {p.split("/")[-1] for p in lines[1::2]} <= {plan.file for plan in PLANS.values()}  # the tool's names
+    assert (tmp_path / "call").read_text().split() == ["tools/pretrain_demo.py", "--method", "cten", "--out", "D/weights"]
