@@ -49,8 +49,10 @@ def build(args, n_classes: int = 2):
 
 
 def test_fixed_batch_steps_lower_the_loss(tiny_root):
+    """PyTorch's W1 init: on this 2-segment toy, cten_demo's W1 = I lets Adam's second step close every attention
+    gate (ReLU output 0 in all segments), after which the loss stays flat (docs/cten_attention.md)."""
     torch.manual_seed(0)
-    args = opts.parse_args(argv(tiny_root, "unused", "x"))
+    args = opts.parse_args(argv(tiny_root, "unused", "x", "--attention-w1-init", "default"))
     data, model, method = build(args)
     batch = collate_samples([data["train"][i] for i in range(4)])
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
