@@ -17,8 +17,9 @@ see (exit status 1 when it does not): CTEN with the two halves of the joint feat
 concatenating [audio, visual] would read them in), MBT with the video ViT's q and v biases exchanged.
 
 What the child process changes to make the release code run here, without pretrained files or a network (nothing
-in the model's arithmetic): pretrained loading off (CTEN: torchvision's resnet18(pretrained=True) and the 3D ResNet
-file; MART: the VideoMAE file, timm's DeiT download, the AudioSet AST file, whose pos_embed the release cuts to
+in the model's arithmetic): every pretrained load the release makes is replaced by random initialisation, so
+nothing is read or downloaded (CTEN: its ImageNet ResNet-18, built here with weights=None, and the 3D ResNet file;
+MART: the VideoMAE file, timm's DeiT weights, the AudioSet AST file, whose pos_embed the release cuts to
 (1, 110, 768), the shape built here), timm's current names for the DeiT models (`deit_*` for `vit_deit_*`), the
 AST's version check (timm 0.4.5), a stub for the `wget` package, and the AST's patch embedding replaced by the
 release's own (`ast_models.PatchEmbed`, the timm 0.4.5 behaviour it patches in: current timm builds its own, which
