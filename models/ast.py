@@ -110,8 +110,14 @@ class AST(nn.Module):
         lead = torch.cat([self.cls_token, self.dist_token], dim=1).expand(x.shape[0], -1, -1).to(x.dtype)
         return torch.cat([lead, x], dim=1) + self.pos_embed.to(x.dtype)
 
-    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+    def forward(self, fbank: torch.Tensor, pool: str = "cls") -> torch.Tensor:
+        """pool: 'cls' (the mean of the two leading tokens) or 'mean' (the norm after the mean over patch tokens), as
+        the MBT pools (--mbt-pool)."""
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool {pool!r} is not 'cls' or 'mean'")
         x = self.embed(fbank)
         for blk in self.blocks:
             x = blk(x)
-        return self.norm(x)[:, :N_EXTRA_TOKENS].mean(dim=1)  # (N, D)
+        if pool == "mean":
+            return self.norm(x[:, N_EXTRA_TOKENS:].mean(dim=1))  # (N, D)
+        return self.norm(x)[:, :N_EXTRA_TOKENS].mean(dim=1)

@@ -185,8 +185,12 @@ class VideoViT(nn.Module):
             return torch.cat([cls, x], dim=1) + self.pos_embed.to(x.dtype)
         return torch.cat([cls, x + self.pos_embed.to(x.dtype)], dim=1)
 
-    def forward(self, video: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, mask: Optional[torch.Tensor] = None, pool: str = "cls") -> torch.Tensor:
+        """pool: 'cls' (the CLS token) or 'mean' (VideoMAE's fine-tuning head: the norm after the mean over patch
+        tokens), as the MBT pools (--mbt-pool)."""
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool {pool!r} is not 'cls' or 'mean'")
         x = self.embed(video, mask)
         for blk in self.blocks:
             x = blk(x)
-        return self.fc_norm(x[:, 0])  # (N, D)
+        return self.fc_norm(x[:, 1:].mean(dim=1)) if pool == "mean" else self.fc_norm(x[:, 0])  # (N, D)

@@ -196,6 +196,15 @@ def test_mean_pooling_heads_read_the_normalised_mean_of_patch_tokens():
     cls = tiny_mbt(fusion_layer=3)
     with torch.no_grad():
         assert not torch.allclose(cls(video, audio)["seg_logits_v"], out["seg_logits_v"])
+        # each branch's own forward pools the same way (tools/pretrain_demo.py trains the branches through it)
+        for mbt, pool in ((model, "mean"), (cls, "cls")):
+            got = mbt(video, audio)
+            own_v = mbt.head_v(mbt.video(video.flatten(0, 1), pool=pool)).unflatten(0, (B, T))
+            own_a = mbt.head_a(mbt.audio(audio.flatten(0, 1), pool=pool)).unflatten(0, (B, T))
+            torch.testing.assert_close(got["seg_logits_v"], own_v, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(got["seg_logits_a"], own_a, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pool"):
+        model.video(video.flatten(0, 1), pool="max")
     with pytest.raises(ValueError, match="pool"):
         MBT(C, VIDEO, AUDIO, pool="max")
 

@@ -41,7 +41,7 @@ if __package__ in (None, ""):
 import opts  # noqa: E402
 from core import methods  # noqa: E402
 from core.weights import sha256_of  # noqa: E402
-from models.ast import AST, N_EXTRA_TOKENS  # noqa: E402
+from models.ast import AST  # noqa: E402
 from models.audio_resnet import AudioResNet  # noqa: E402
 from models.resnet3d import ResNet3D  # noqa: E402
 from models.video_vit import VideoViT  # noqa: E402
@@ -66,8 +66,8 @@ class Plan:
     image_batch: int = 0
 
 
-# backbone -> default plan. The CTEN pair took 558 + 240 s on 2 cores shared with another session's jobs (load
-# average 4; README, the demo from pretrained backbones). The video ViT's plan does not learn yet (loss at chance after
+# backbone -> default plan. The CTEN pair took 49.5 + 34.3 s on 2 idle cores (README, the demo from pretrained
+# backbones). The video ViT's plan does not learn yet (loss at chance after
 # 200 of its 300 steps); the AST's is not measured.
 PLANS = {
     "r3d": Plan("r3d_pretext.pth", steps=20, batch=16, lr=1e-3, image_steps=240, image_batch=32),
@@ -106,28 +106,6 @@ class Pretext(nn.Module):
         return out
 
 
-def vit_pool(pool: str) -> Callable:
-    """The video ViT's segment feature as the MBT reads it (--mbt-pool)."""
-    def features(vit: VideoViT, x: torch.Tensor) -> torch.Tensor:
-        tokens = vit.embed(x)
-        for blk in vit.blocks:
-            tokens = blk(tokens)
-        return vit.fc_norm(tokens[:, 1:].mean(1)) if pool == "mean" else vit.fc_norm(tokens[:, 0])  # (N, D)
-    return features
-
-
-def ast_pool(pool: str) -> Callable:
-    """The AST's segment feature as the MBT reads it (--mbt-pool)."""
-    def features(ast: AST, x: torch.Tensor) -> torch.Tensor:
-        tokens = ast.embed(x)
-        for blk in ast.blocks:
-            tokens = blk(tokens)
-        if pool == "mean":
-            return ast.norm(tokens[:, N_EXTRA_TOKENS:].mean(1))  # (N, D)
-        return ast.norm(tokens)[:, :N_EXTRA_TOKENS].mean(1)
-    return features
-
-
 def preset_model(method: str, preset: str | None = None) -> tuple:
     """(options, model) of a method's preset (default: its demo), built as main.py builds it (8 classes)."""
     args = opts.parse_args(["--method", method, "--preset", preset or f"{method}_demo", "--root", "."])
@@ -157,13 +135,13 @@ def build_pretext(name: str, args, model: nn.Module) -> tuple:
         cfg = model.video.cfg
         net = VideoViT(cfg)
         arch = {**asdict(cfg), "pool": args.mbt_pool}
-        return (Pretext(net, vit_pool(args.mbt_pool), cfg.dim, VIDEO_FACTORS),
+        return (Pretext(net, lambda m, x: m(x, pool=args.mbt_pool), cfg.dim, VIDEO_FACTORS),
                 lambda s, i, b: pretext_data.video_batch(s, i, b, cfg.num_frames, cfg.img_size), arch)
     if name == "ast":
         cfg = model.audio.cfg
         net = AST(cfg)
         arch = {**asdict(cfg), "pool": args.mbt_pool}
-        return (Pretext(net, ast_pool(args.mbt_pool), cfg.dim, AUDIO_FACTORS),
+        return (Pretext(net, lambda m, x: m(x, pool=args.mbt_pool), cfg.dim, AUDIO_FACTORS),
                 lambda s, i, b: pretext_data.audio_batch(s, i, b, cfg.n_frames), arch)
     raise ValueError(f"unknown backbone {name!r}; one of {sorted(PLANS)}")
 
