@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+import opts
+from core import methods
 from models.cten import CTEN
 
 B, T, C = 2, 4, 8
@@ -67,8 +69,6 @@ def test_joint_attention_is_shared_and_reads_both_streams():
 
 @pytest.mark.parametrize("form", ["paper", "joint"])
 def test_attention_w1_init_reaches_every_attention(form):
-    import opts
-    from core import methods
     args = opts.parse_args(["--method", "cten", "--preset", "cten_demo", "--root", "R", "--temporal-attention", form,
                             "--attention-w1-init", "identity"])
     arch = methods.get("cten").arch_of(args)
